@@ -1,0 +1,259 @@
+"""The resolved configuration: built-in defaults.toml overlaid by the user's config.toml.
+
+Everything is validated here, once; a bad file is refused with file:line:key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from islurm.config.toml_locate import line_of_key
+
+PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used, pointing at the offending key."""
+
+    def __init__(self, path: str, line: int | None, key: str, message: str) -> None:
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {key}: {message}")
+        self.path, self.line, self.key, self.detail = path, line, key, message
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    sbatch: tuple[str, ...]
+    description: str = ""
+    container: str = ""
+    idle_grace: float = 600.0
+    walltime_warnings: tuple[float, ...] = (600.0, 120.0)
+    connect_timeout: float = 1800.0
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    port_range: tuple[int, int] = (20000, 29999)
+    poll_busy: float = 0.5
+    poll_idle: float = 30.0
+    shutdown_grace: float = 5.0
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    auto_update: bool = True
+    interval: float = 86400.0
+    remote: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: str
+    daemon: DaemonSettings
+    update: UpdateSettings
+    defaults: Profile = field(default_factory=lambda: Profile(name="", sbatch=()))
+    profiles: dict[str, Profile] = field(default_factory=dict)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as "90s", "10m", "4h"."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration, got a boolean")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNIT[m.group(2)]
+    raise ValueError(f"expected seconds or a string like '10m', '4h'; got {value!r}")
+
+
+_SECTIONS: dict[str, set[str]] = {
+    "daemon": {"port_range", "poll_busy", "poll_idle", "shutdown_grace"},
+    "update": {"auto_update", "interval", "remote"},
+    "defaults": {"idle_grace", "walltime_warnings", "connect_timeout", "container"},
+}
+_PROFILE_KEYS = {"description", "sbatch", *_SECTIONS["defaults"]}
+
+
+def _builtin() -> dict[str, Any]:
+    text = resources.files("islurm.config").joinpath("defaults.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+class _Reader:
+    """Validates one file's tables, remembering where to point when something is wrong."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path, self.text = path, text
+
+    def fail(self, dotted: str, message: str) -> ConfigError:
+        return ConfigError(self.path, line_of_key(self.text, dotted), dotted, message)
+
+    def check_keys(self, table: dict[str, Any], allowed: set[str], prefix: str) -> None:
+        for key in table:
+            if key not in allowed:
+                hint = ", ".join(sorted(allowed))
+                raise self.fail(f"{prefix}.{key}", f"unknown key; allowed here: {hint}")
+
+    def duration(self, table: dict[str, Any], key: str, prefix: str, default: float) -> float:
+        if key not in table:
+            return default
+        try:
+            return parse_duration(table[key])
+        except ValueError as exc:
+            raise self.fail(f"{prefix}.{key}", str(exc)) from None
+
+    def string(self, table: dict[str, Any], key: str, prefix: str, default: str) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str):
+            raise self.fail(f"{prefix}.{key}", f"expected a string, got {type(value).__name__}")
+        if "\n" in value or "\x00" in value:
+            raise self.fail(f"{prefix}.{key}", "newlines and NUL bytes are not allowed")
+        return value
+
+
+def _table(raw: dict[str, Any], key: str, reader: _Reader) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise reader.fail(key, "expected a table")
+    return value
+
+
+def _daemon(raw: dict[str, Any], r: _Reader, base: DaemonSettings) -> DaemonSettings:
+    t = _table(raw, "daemon", r)
+    r.check_keys(t, _SECTIONS["daemon"], "daemon")
+    port_range = base.port_range
+    if "port_range" in t:
+        pr = t["port_range"]
+        ok = isinstance(pr, list) and len(pr) == 2 and all(type(p) is int for p in pr)
+        if not ok or not 1024 <= pr[0] <= pr[1] <= 65535:
+            raise r.fail(
+                "daemon.port_range", "expected [low, high] with 1024 <= low <= high <= 65535"
+            )
+        port_range = (pr[0], pr[1])
+    return DaemonSettings(
+        port_range=port_range,
+        poll_busy=r.duration(t, "poll_busy", "daemon", base.poll_busy),
+        poll_idle=r.duration(t, "poll_idle", "daemon", base.poll_idle),
+        shutdown_grace=r.duration(t, "shutdown_grace", "daemon", base.shutdown_grace),
+    )
+
+
+def _update(raw: dict[str, Any], r: _Reader, base: UpdateSettings) -> UpdateSettings:
+    t = _table(raw, "update", r)
+    r.check_keys(t, _SECTIONS["update"], "update")
+    auto = t.get("auto_update", base.auto_update)
+    if not isinstance(auto, bool):
+        raise r.fail("update.auto_update", "expected true or false")
+    return UpdateSettings(
+        auto_update=auto,
+        interval=r.duration(t, "interval", "update", base.interval),
+        remote=r.string(t, "remote", "update", base.remote),
+    )
+
+
+def _session_options(t: dict[str, Any], r: _Reader, prefix: str, base: Profile) -> dict[str, Any]:
+    warnings = base.walltime_warnings
+    if "walltime_warnings" in t:
+        value = t["walltime_warnings"]
+        if not isinstance(value, list):
+            raise r.fail(f"{prefix}.walltime_warnings", "expected a list of durations")
+        try:
+            warnings = tuple(sorted((parse_duration(v) for v in value), reverse=True))
+        except ValueError as exc:
+            raise r.fail(f"{prefix}.walltime_warnings", str(exc)) from None
+    return {
+        "idle_grace": r.duration(t, "idle_grace", prefix, base.idle_grace),
+        "connect_timeout": r.duration(t, "connect_timeout", prefix, base.connect_timeout),
+        "container": r.string(t, "container", prefix, base.container),
+        "walltime_warnings": warnings,
+    }
+
+
+def _sbatch_options(value: object, r: _Reader, dotted: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise r.fail(dotted, 'expected a list of sbatch options, e.g. ["--partition=gpu"]')
+    for opt in value:
+        if not opt.startswith("-") or "\n" in opt or "\x00" in opt:
+            raise r.fail(dotted, f"{opt!r} is not an sbatch option (must start with '-')")
+    return tuple(value)
+
+
+def _profiles(
+    raw: dict[str, Any], r: _Reader, defaults: Profile, base: dict[str, Profile]
+) -> dict[str, Profile]:
+    t = _table(raw, "profiles", r)
+    out = dict(base)
+    for name, body in t.items():
+        prefix = f"profiles.{name}"
+        if not PROFILE_NAME.match(name):
+            raise r.fail(prefix, "profile names use a-z, 0-9, '-' and '_' (at most 40)")
+        if not isinstance(body, dict):
+            raise r.fail(prefix, "expected a table")
+        r.check_keys(body, _PROFILE_KEYS, prefix)
+        inherited = out.get(name, defaults)
+        if "sbatch" in body:
+            sbatch = _sbatch_options(body["sbatch"], r, f"{prefix}.sbatch")
+        elif name in out:
+            sbatch = out[name].sbatch
+        else:
+            raise r.fail(f"{prefix}.sbatch", "a new profile needs its sbatch options")
+        out[name] = Profile(
+            name=name,
+            sbatch=sbatch,
+            description=r.string(body, "description", prefix, inherited.description),
+            **_session_options(body, r, prefix, inherited),
+        )
+    return out
+
+
+def _layer(raw: dict[str, Any], r: _Reader, base: Settings) -> Settings:
+    r.check_keys(raw, {*_SECTIONS, "profiles"}, "(top level)")
+    dt = _table(raw, "defaults", r)
+    r.check_keys(dt, _SECTIONS["defaults"], "defaults")
+    new_defaults = Profile(name="", sbatch=(), **_session_options(dt, r, "defaults", base.defaults))
+    # Built-in profiles take the user's [defaults] for keys they do not set themselves.
+    rebased = {
+        n: Profile(
+            name=n,
+            sbatch=p.sbatch,
+            description=p.description,
+            **_session_options({}, r, "defaults", new_defaults),
+        )
+        for n, p in base.profiles.items()
+    }
+    return Settings(
+        path=r.path,
+        daemon=_daemon(raw, r, base.daemon),
+        update=_update(raw, r, base.update),
+        defaults=new_defaults,
+        profiles=_profiles(raw, r, new_defaults, rebased),
+    )
+
+
+def load_settings(path: str | None) -> Settings:
+    """Built-in defaults, overlaid by the file at `path` if it exists."""
+    empty = Settings(path="(built-in)", daemon=DaemonSettings(), update=UpdateSettings())
+    base = _layer(_builtin(), _Reader("(built-in defaults.toml)", ""), empty)
+    if path is None or not Path(path).exists():
+        return Settings(
+            path or "(built-in)", base.daemon, base.update, base.defaults, base.profiles
+        )
+    text = Path(path).read_text("utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(path, int(m.group(1)) if m else None, "(syntax)", str(exc)) from None
+    return _layer(raw, _Reader(path, text), base)

@@ -1,0 +1,148 @@
+"""islurmd's top level: one nursery holding the RPC server, the Slurm watcher and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+from islurm.config import paths
+from islurm.config.settings import ConfigError, Settings, load_settings
+from islurm.daemon import version
+from islurm.daemon.jobs import JobTable
+from islurm.daemon.manager import HookSetup, SessionManager
+from islurm.daemon.ports import PortPool
+from islurm.daemon.records import RecordStore
+from islurm.daemon.rpc.methods import build_methods, make_dispatch
+from islurm.daemon.rpc.server import Connection, RpcServer
+from islurm.daemon.slurm.client import SlurmCli, SlurmClient
+from islurm.daemon.watcher import Watcher
+
+log = structlog.get_logger("islurm.daemon")
+
+
+@dataclass
+class Options:
+    socket: str
+    config: str
+    state_dir: str
+    mode: str  # "on-demand" or "systemd"
+
+
+class Daemon:
+    def __init__(self, opts: Options, settings: Settings, slurm: SlurmClient | None = None):
+        self.opts, self.settings = opts, settings
+        self.started = time.time()
+        self.slurm = slurm or SlurmCli()
+        self.table = JobTable()
+        self.records = RecordStore(paths.records_dir(opts.state_dir))
+        self.ports = PortPool(*settings.daemon.port_range)
+        self.watcher = Watcher(
+            self.slurm,
+            self.table,
+            self.records,
+            poll_busy=settings.daemon.poll_busy,
+            poll_idle=settings.daemon.poll_idle,
+            idle_grace=self._idle_grace,
+            on_idle=self._reap,
+        )
+        ca_dir = os.path.join(paths.config_dir(), "ca")
+        self.manager = SessionManager(
+            lambda: self.settings,
+            self.slurm,
+            self.table,
+            self.records,
+            self.ports,
+            self.watcher,
+            HookSetup(
+                python=sys.executable,
+                state_dir=opts.state_dir,
+                workdir=os.path.expanduser("~"),
+                ca_dir=ca_dir if os.path.isdir(ca_dir) else None,
+            ),
+        )
+        self.server = RpcServer(
+            make_dispatch(build_methods(self.manager, self.status)), self._closed
+        )
+
+    def _idle_grace(self, profile: str) -> float:
+        p = self.settings.profiles.get(profile)
+        return p.idle_grace if p else self.settings.defaults.idle_grace
+
+    def _leads(self, profile: str) -> tuple[float, ...]:
+        p = self.settings.profiles.get(profile)
+        return p.walltime_warnings if p else ()
+
+    async def _reap(self, job: Any) -> None:
+        await self.manager.reap(job)
+
+    def _closed(self, conn: Connection) -> None:
+        for lease_id in conn.leases:
+            self.manager.release(lease_id)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": version.VERSION,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 1),
+            "socket": self.opts.socket,
+            "config": self.settings.path,
+            "state_dir": self.opts.state_dir,
+            "log": os.path.join(paths.log_dir(self.opts.state_dir), "islurmd.log"),
+            "mode": self.opts.mode,
+            "watcher": self.watcher.status(),
+            "connections": self.server.connections,
+            "refused": self.server.refused,
+            "leases": len(self.manager.leases),
+            "submissions": self.manager.submissions,
+            "ports": len(self.ports.held()),
+        }
+
+    def reload(self) -> None:
+        try:
+            new = load_settings(self.opts.config)
+        except (ConfigError, OSError) as exc:
+            log.error("config.reload_refused", error=str(exc), kept=self.settings.path)
+            return
+        self.settings = new
+        self.watcher.poll_busy, self.watcher.poll_idle = new.daemon.poll_busy, new.daemon.poll_idle
+        log.info("config.reloaded", path=new.path, profiles=sorted(new.profiles))
+
+    async def _signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for signum in sigs:
+                if signum == signal.SIGHUP:
+                    self.reload()
+                    continue
+                log.info("daemon.stopping", signal=signal.Signals(signum).name)
+                self.server.stop_accepting()
+                # In-flight replies are synchronous; give flows a moment to say goodbye.
+                await trio.sleep(min(0.2, self.settings.daemon.shutdown_grace))
+                nursery.cancel_scope.cancel()
+                return
+
+    async def run(
+        self,
+        listener: trio.SocketListener,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        for d in (self.opts.state_dir, self.records.directory):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        async with trio.open_nursery() as nursery:
+            self.manager.nursery = nursery
+            nursery.start_soon(self._signals, nursery)
+            await nursery.start(self.server.serve, listener)
+            log.info(
+                "daemon.serving",
+                socket=self.opts.socket,
+                pid=os.getpid(),
+                version=version.VERSION,
+                mode=self.opts.mode,
+            )
+            await nursery.start(self.watcher.run, self._leads)
+            task_status.started()

@@ -1,0 +1,259 @@
+"""`islurmctl`: the user's command line for islurm sessions on the login node.
+
+Exit codes (one table, see EXIT below) are stable for scripts; `--json` gives machine output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from islurm.config import paths
+from islurm.daemon.errors import Code
+
+# CLI exit codes, and which RPC error maps to which.
+EXIT = {
+    "ok": 0,
+    "error": 1,
+    "usage": 2,
+    "daemon_unreachable": 3,
+    "not_found": 4,
+    "slurm_unreachable": 5,
+    "slurm_rejected": 6,
+    "config_invalid": 7,
+}
+RPC_TO_EXIT = {
+    Code.NOT_FOUND: EXIT["not_found"],
+    Code.UNKNOWN_PROFILE: EXIT["not_found"],
+    Code.SLURM_UNREACHABLE: EXIT["slurm_unreachable"],
+    Code.SUBMIT_REJECTED: EXIT["slurm_rejected"],
+    Code.INVALID_PARAMS: EXIT["usage"],
+}
+
+
+class Fail(Exception):
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from islurm.daemon.ctl.client import Client, DaemonUnreachable
+
+    try:
+        return Client(args.socket or paths.socket_path())
+    except DaemonUnreachable as exc:
+        raise Fail(EXIT["daemon_unreachable"], str(exc)) from None
+
+
+def _call(args: argparse.Namespace, method: str, **params: Any) -> Any:
+    from islurm.daemon.ctl.client import DaemonUnreachable, RpcError
+
+    with _client(args) as client:
+        try:
+            return client.call(method, **params)
+        except RpcError as exc:
+            raise Fail(RPC_TO_EXIT.get(Code(exc.code), EXIT["error"]) if exc.code in
+                       Code._value2member_map_ else EXIT["error"], exc.message) from None
+        except DaemonUnreachable as exc:
+            raise Fail(EXIT["daemon_unreachable"], str(exc)) from None
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    if not rows:
+        return ""
+    cells = [[h for h, _ in columns]] + [[str(r.get(k, "") or "-") for _, k in columns]
+                                          for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in cells) + "\n"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    jobs = _call(args, "session.list")["jobs"]
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+    elif not jobs:
+        print("no islurm jobs")
+    else:
+        print(_table(jobs, [("JOBID", "job_id"), ("PROFILE", "profile"), ("STATE", "state"),
+                            ("NODE", "node"), ("USED", "time_used"), ("LEFT", "time_left"),
+                            ("SESSIONS", "sessions"), ("CONTAINER", "container"),
+                            ("REASON", "reason")]), end="")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from islurm.daemon.ctl.client import RpcError
+
+    target = "--all" if args.all else args.target
+    if not target:
+        raise Fail(EXIT["usage"], "say what to cancel: a profile, a job id, or --all")
+    with _client(args) as client:
+        try:
+            client.call("session.cancel", target=target)
+        except RpcError as exc:
+            raise Fail(RPC_TO_EXIT.get(Code(exc.code), EXIT["error"]), exc.message) from None
+        done = client.wait_notification("session.cancel.done")
+    if done.get("error"):
+        err = done["error"]
+        raise Fail(RPC_TO_EXIT.get(Code(err["code"]), EXIT["error"]), err["message"])
+    ids = done.get("job_ids", [])
+    if args.json:
+        print(json.dumps({"cancelled": ids}))
+    elif not ids:
+        print("nothing to cancel")
+    else:
+        print("cancelled " + ", ".join(f"job {i}" for i in ids))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _call(args, "daemon.status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    w = status.get("watcher", {})
+    print(f"islurmd {status['version']} (pid {status['pid']}, up {status['uptime']:.0f} s, "
+          f"{status['mode']} mode)")
+    for key in ("socket", "config", "state_dir", "log"):
+        print(f"  {key + ':':11}{status[key]}")
+    slurm = w.get("error") or "ok"
+    print(f"  {'slurm:':11}{slurm} ({w.get('polls')} polls, every {w.get('interval')} s now)")
+    print(f"  {'sessions:':11}{status['leases']} open, {status['submissions']} jobs submitted")
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from islurm.config.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config or paths.config_file())
+    except ConfigError as exc:
+        raise Fail(EXIT["config_invalid"], str(exc)) from None
+    profiles = {n: asdict(p) for n, p in sorted(settings.profiles.items())}
+    if args.json:
+        print(json.dumps(profiles, indent=2))
+        return 0
+    for name, p in profiles.items():
+        print(f"{name:16} {p['description']}")
+        print(f"{'':16} sbatch {' '.join(p['sbatch'])}")
+    return 0
+
+
+def _ca_dir() -> str:
+    return os.path.join(paths.config_dir(), "ca")
+
+
+def cmd_known_hosts(args: argparse.Namespace) -> int:
+    from islurm.config.sshconfig import known_hosts_line
+    from islurm.sessionhooks.sshd import ensure_ca
+
+    print(known_hosts_line(ensure_ca(_ca_dir())), end="")
+    return 0
+
+
+def cmd_ssh_config(args: argparse.Namespace) -> int:
+    from islurm.config.settings import ConfigError, load_settings
+    from islurm.config.sshconfig import ProxySpec, known_hosts_line, render
+    from islurm.sessionhooks.sshd import ensure_ca
+
+    if not args.local and not args.login:
+        raise Fail(EXIT["usage"], "give --login HOST (config for your laptop) or --local "
+                   "(config used on the login node itself)")
+    try:
+        settings = load_settings(args.config or paths.config_file())
+    except ConfigError as exc:
+        raise Fail(EXIT["config_invalid"], str(exc)) from None
+    profiles = args.profile or sorted(settings.profiles)
+    unknown = [p for p in profiles if p not in settings.profiles]
+    if unknown:
+        raise Fail(EXIT["not_found"], f"unknown profile(s): {', '.join(unknown)}")
+    ca_pub = ensure_ca(_ca_dir())
+    known = args.known_hosts or os.path.join(paths.config_dir(), "known_hosts")
+    if args.local:
+        # Write the CA line where the login node's ssh will read it.
+        os.makedirs(os.path.dirname(known), mode=0o700, exist_ok=True)
+        fd = os.open(known, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(known_hosts_line(ca_pub))
+        proxy = ProxySpec(login=None, local_command=_local_shim_command())
+    else:
+        proxy = ProxySpec(login=args.login)
+    print(render(profiles, proxy, known, args.user), end="")
+    if not args.local:
+        print(f"# Put this line in {known} on your laptop (islurmctl known-hosts prints it):\n"
+              f"# {known_hosts_line(ca_pub)}", end="", file=sys.stderr)
+    return 0
+
+
+def _local_shim_command() -> tuple[str, ...]:
+    """The fastest way to start the shim: no site import, straight to its file."""
+    import islurm.proxyshim.main as shim
+
+    return (sys.executable, "-I", "-S", os.path.abspath(shim.__file__))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="islurmctl", description="Manage your islurm sessions (interactive SSH sessions "
+        "in Slurm jobs).", epilog="Exit codes: " + ", ".join(f"{v} {k}" for k, v in
+                                                           EXIT.items()))
+    p.add_argument("--socket", help="islurmd's socket (default: the per-user one)")
+    p.add_argument("--config", help="config file (default: ~/.config/islurm/config.toml)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str,
+            json_flag: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
+
+    add("list", cmd_list, "list your islurm jobs")
+    c = add("cancel", cmd_cancel, "cancel a profile's job, a job by id, or all islurm jobs")
+    c.add_argument("target", nargs="?", help="profile name or job id")
+    c.add_argument("--all", action="store_true", help="cancel every islurm job")
+    add("status", cmd_status, "show the daemon's state")
+    add("profiles", cmd_profiles, "show the resolved profiles")
+    s = add("ssh-config", cmd_ssh_config, "print ssh config blocks for the profiles", False)
+    s.add_argument("--login", help="login node host name as your laptop reaches it")
+    s.add_argument("--local", action="store_true",
+                   help="config for use on the login node itself (runs the shim directly)")
+    s.add_argument("--user", help="cluster user name, if different from the laptop's")
+    s.add_argument("--known-hosts", help="known_hosts file the config points at")
+    s.add_argument("--profile", action="append", help="only this profile (repeatable)")
+    add("known-hosts", cmd_known_hosts, "print the @cert-authority line for known_hosts", False)
+    h = sub.add_parser("help", help="show help for a command")
+    h.add_argument("topic", nargs="?")
+    h.set_defaults(fn=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None or args.command == "help":
+        topic = getattr(args, "topic", None)
+        if topic:
+            parser.parse_args([topic, "--help"])
+        parser.print_help()
+        return 0 if args.command == "help" else EXIT["usage"]
+    try:
+        code: int = args.fn(args)
+        return code
+    except Fail as fail:
+        print(f"islurmctl: {fail}", file=sys.stderr)
+        return fail.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

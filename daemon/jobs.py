@@ -1,0 +1,116 @@
+"""The daemon's picture of the user's islurm jobs, rebuilt from Slurm on every poll."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import trio
+from islurm.daemon.records import Endpoint
+from islurm.daemon.slurm.parse import SqueueRow
+from islurm.daemon.slurm.states import JobState
+
+
+@dataclass(eq=False)
+class Job:
+    job_id: str
+    profile: str
+    state: JobState = JobState.PENDING
+    reason: str = ""
+    node: str = ""
+    start_time: str = ""
+    time_used: str = ""
+    time_left: str = ""
+    time_limit: str = ""
+    partition: str = ""
+    gres: str = ""
+    port: int | None = None
+    endpoint: Endpoint | None = None
+    hook_error: str | None = None
+    submitted_here: bool = False
+    leases: set[str] = field(default_factory=set)
+    idle_since: float | None = None
+    probing: bool = False
+    warned: set[float] = field(default_factory=set)
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def touch(self) -> None:
+        """Wake everyone waiting on this job."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    @property
+    def live(self) -> bool:
+        return not self.state.is_ended
+
+    def update_from(self, row: SqueueRow) -> bool:
+        """Take Slurm's view; return whether anything a waiter cares about changed."""
+        before = (self.state, self.reason, self.node, self.start_time)
+        self.state, self.reason, self.node = row.state, row.reason, row.nodes
+        self.start_time, self.time_used, self.time_left = (
+            row.start_time,
+            row.time_used,
+            row.time_left,
+        )
+        self.time_limit, self.partition, self.gres = row.time_limit, row.partition, row.gres
+        return before != (self.state, self.reason, self.node, self.start_time)
+
+
+class JobTable:
+    """Jobs by id. Slurm is the source of truth: `apply` reconciles with one squeue answer."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(list(self._jobs.values()))
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def add(self, job: Job) -> Job:
+        self._jobs[job.job_id] = job
+        return job
+
+    def forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    def live_for(self, profile: str) -> list[Job]:
+        """Live jobs of a profile, the one to use first: running before waiting, then oldest."""
+        jobs = [j for j in self._jobs.values() if j.profile == profile and j.live]
+        return sorted(jobs, key=lambda j: (not j.state.is_running, int(j.job_id)))
+
+    def current(self, profile: str) -> Job | None:
+        jobs = self.live_for(profile)
+        return jobs[0] if jobs else None
+
+    def apply(self, rows: list[SqueueRow]) -> tuple[list[Job], list[Job]]:
+        """Reconcile with squeue's rows. Returns (adopted jobs, jobs that just ended)."""
+        seen: set[str] = set()
+        adopted: list[Job] = []
+        ended: list[Job] = []
+        for row in rows:
+            profile = row.profile
+            if profile is None:
+                continue
+            seen.add(row.job_id)
+            job = self._jobs.get(row.job_id)
+            if job is None:
+                if row.state.is_ended:
+                    continue  # an old job we never knew: nothing to do
+                job = self.add(Job(job_id=row.job_id, profile=profile))
+                adopted.append(job)
+            was_live = job.live
+            if job.update_from(row):
+                job.touch()
+            if was_live and not job.live:
+                ended.append(job)
+        for job in list(self._jobs.values()):
+            if job.job_id not in seen and job.live:
+                job.state = JobState.GONE
+                job.touch()
+                ended.append(job)
+        return adopted, ended

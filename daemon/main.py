@@ -1,0 +1,88 @@
+"""`islurmd`: the per-user login-node daemon."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from islurm.config import paths
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="islurmd",
+        description="Per-user islurm daemon: owns Slurm job lifecycles and serves islurm-proxy "
+        "and islurmctl over a Unix socket. Normally started on demand by islurm-proxy or by "
+        "systemd socket activation.",
+    )
+    p.add_argument(
+        "--socket",
+        default=None,
+        help="Unix socket path (default: %(default)s → "
+        "$XDG_RUNTIME_DIR/islurm/islurmd.sock or /tmp/islurm-$UID/islurmd.sock)",
+    )
+    p.add_argument(
+        "--config", default=None, help="config file (default: ~/.config/islurm/config.toml)"
+    )
+    p.add_argument("--state-dir", default=None, help="state dir (default: ~/.local/state/islurm)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # jsonrpcserver 5.0.9 warns about importlib.resources on import; nothing we can act on.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="jsonrpcserver")
+    import trio
+    from islurm.config.settings import ConfigError, load_settings
+    from islurm.daemon import logs, version
+    from islurm.daemon.app import Daemon, Options
+    from islurm.daemon.rpc import unix_listener
+
+    if args.version:
+        print(f"islurmd {version.VERSION}")
+        return 0
+    state = args.state_dir or paths.state_dir()
+    logs.setup(os.path.join(paths.log_dir(state), "islurmd.log"), args.log_level)
+    import structlog
+
+    log = structlog.get_logger("islurm.daemon")
+    config = args.config or paths.config_file()
+    try:
+        settings = load_settings(config)
+    except (ConfigError, OSError) as exc:
+        print(f"islurmd: {exc}", file=sys.stderr)
+        log.error("config.invalid", error=str(exc))
+        return 2
+    sock = args.socket or paths.socket_path()
+    listener = unix_listener.from_systemd()
+    mode = "systemd" if listener is not None else "on-demand"
+    lock_fd = None
+    try:
+        if listener is None:
+            paths.ensure_private_dir(os.path.dirname(sock))
+            lock_fd = unix_listener.take_lock(sock)
+            listener = unix_listener.bind(sock)
+    except unix_listener.AlreadyRunning:
+        log.info("daemon.already_running", socket=sock)
+        return 0
+    except OSError as exc:
+        print(f"islurmd: cannot listen on {sock}: {exc}", file=sys.stderr)
+        log.error("daemon.listen_failed", socket=sock, error=str(exc))
+        return 3
+    daemon = Daemon(Options(socket=sock, config=config, state_dir=state, mode=mode), settings)
+    try:
+        trio.run(daemon.run, listener)
+    finally:
+        if lock_fd is not None:
+            unix_listener.remove_socket(sock)
+            os.close(lock_fd)
+        log.info("daemon.stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

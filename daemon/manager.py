@@ -1,0 +1,379 @@
+"""Session lifecycles: acquire (reuse or submit, single-flight), leases, cancel, idle reaping."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+import trio
+from islurm.config import paths
+from islurm.config.settings import Profile, Settings
+from islurm.daemon.errors import Code, RpcFault
+from islurm.daemon.jobs import Job, JobTable
+from islurm.daemon.ports import PortPool
+from islurm.daemon.readiness import probe_until_ready
+from islurm.daemon.records import RecordStore
+from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
+from islurm.daemon.slurm.submission import HookCommand, job_script, sbatch_options
+from islurm.daemon.watcher import Watcher
+
+log = structlog.get_logger("islurm.sessions")
+
+HEARTBEAT = 30.0  # re-say "still waiting" this often while nothing changes
+SUBMIT_RETRY = 2.0
+
+
+class Notify(Protocol):
+    def __call__(self, method: str, params: dict[str, Any]) -> None: ...
+
+
+@dataclass(eq=False)
+class Lease:
+    """One open shim connection's claim on its profile's job."""
+
+    id: str
+    profile: str
+    job_id: str | None = None
+    submitted: bool = False
+
+
+@dataclass(frozen=True)
+class HookSetup:
+    python: str
+    state_dir: str
+    workdir: str
+    ca_dir: str | None = None
+
+
+def progress_message(job: Job, slurm_error: str | None, waited: float) -> str:
+    """One line for the user's terminal about a job that is not ready yet."""
+    head = f"job {job.job_id} ({job.profile})"
+    if slurm_error:
+        return f"{head}: {slurm_error}; still waiting [{waited:.0f}s]"
+    if job.state.is_running:
+        return f"{head} running on {job.node or '?'}, starting sshd [{waited:.0f}s]"
+    parts = [f"{head} {job.state.value.lower()}"]
+    if job.reason and job.reason not in ("None", "(null)"):
+        parts.append(f"reason: {job.reason}")
+    if job.start_time and job.start_time not in ("N/A", "Unknown"):
+        parts.append(f"estimated start: {job.start_time}")
+    return ", ".join(parts) + f" [{waited:.0f}s]"
+
+
+class SessionManager:
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        slurm: SlurmClient,
+        table: JobTable,
+        records: RecordStore,
+        ports: PortPool,
+        watcher: Watcher,
+        hook: HookSetup,
+    ) -> None:
+        self.settings, self.slurm, self.table = settings, slurm, table
+        self.records, self.ports, self.watcher, self.hook = records, ports, watcher, hook
+        self.leases: dict[str, Lease] = {}
+        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._ids = itertools.count(1)
+        self.nursery: trio.Nursery | None = None
+        self.submissions = 0
+
+    # -- leases -----------------------------------------------------------------------------
+    def profile(self, name: str) -> Profile:
+        profiles = self.settings().profiles
+        if name not in profiles:
+            known = ", ".join(sorted(profiles))
+            raise RpcFault(Code.UNKNOWN_PROFILE, f"unknown profile {name!r}; known: {known}")
+        return profiles[name]
+
+    def new_lease(self, profile: str) -> Lease:
+        lease = Lease(id=f"L{os.getpid()}-{next(self._ids)}", profile=profile)
+        self.leases[lease.id] = lease
+        return lease
+
+    def _bind(self, lease: Lease, job: Job) -> None:
+        if lease.job_id == job.job_id:
+            return
+        self._unbind(lease)
+        lease.job_id = job.job_id
+        job.leases.add(lease.id)
+        job.idle_since = None
+
+    def _unbind(self, lease: Lease) -> None:
+        old = self.table.get(lease.job_id) if lease.job_id else None
+        if old is not None:
+            old.leases.discard(lease.id)
+            if not old.leases:
+                old.idle_since = trio.current_time()
+                self.watcher.kick()  # the reaper's next deadline moved
+        lease.job_id = None
+
+    def release(self, lease_id: str) -> None:
+        lease = self.leases.pop(lease_id, None)
+        if lease is not None:
+            self._unbind(lease)
+
+    # -- acquire ----------------------------------------------------------------------------
+    async def acquire(self, lease: Lease, notify: Notify, limit: float | None = None) -> None:
+        """Stream progress until the profile's job is ready, then hold the lease until it ends."""
+        profile = self.profile(lease.profile)
+        limit = limit or profile.connect_timeout
+        self.watcher.waiting += 1
+        self.watcher.kick()
+        try:
+            with trio.move_on_after(limit) as scope:
+                job = await self._wait_ready(lease, profile, notify)
+            if scope.cancelled_caught:
+                await self._give_up(lease, limit, notify)
+                return
+        except RpcFault as fault:
+            log.info(
+                "acquire.failed", profile=lease.profile, job_id=lease.job_id, error=fault.message
+            )
+            notify("session.failed", fault.as_params(job_id=lease.job_id))
+            return
+        finally:
+            self.watcher.waiting -= 1
+        assert job.endpoint is not None
+        ep = job.endpoint
+        notify(
+            "session.ready",
+            {
+                "job_id": job.job_id,
+                "node": ep.node,
+                "host": ep.host,
+                "port": ep.port,
+                "lease": lease.id,
+            },
+        )
+        await self._hold(lease, job, notify)
+
+    async def attach(self, lease: Lease, job_id: str, notify: Notify) -> None:
+        """A shim whose daemon restarted re-takes its lease on a running job."""
+        await self.watcher.synced.wait()
+        job = self.table.get(job_id)
+        if job is None or not job.live or job.profile != lease.profile:
+            notify(
+                "session.ended",
+                {
+                    "code": int(Code.JOB_ENDED),
+                    "job_id": job_id,
+                    "state": job.state.value if job else "GONE",
+                    "message": f"job {job_id} is no longer running",
+                },
+            )
+            return
+        self._bind(lease, job)
+        await self._hold(lease, job, notify)
+
+    async def _hold(self, lease: Lease, job: Job, notify: Notify) -> None:
+        while job.live:
+            await job.wait_changed()
+        notify(
+            "session.ended",
+            {
+                "code": int(Code.JOB_ENDED),
+                "job_id": job.job_id,
+                "state": job.state.value,
+                "message": f"job {job.job_id} ({job.profile}) {job.state.describe_end()}; "
+                "the session is over",
+            },
+        )
+
+    async def _wait_ready(self, lease: Lease, profile: Profile, notify: Notify) -> Job:
+        t0 = trio.current_time()
+        said: tuple[str, float] = ("", -HEARTBEAT)  # (message without the clock, when said)
+        while True:
+            job = await self._job_for(lease, profile, notify)
+            self._bind(lease, job)
+            if job.endpoint is not None:
+                return job
+            if job.hook_error:
+                raise RpcFault(
+                    Code.HOOK_FAILED, f"job {job.job_id}: sshd did not start: {job.hook_error}"
+                )
+            if not job.probing and self.nursery is not None:
+                self.nursery.start_soon(probe_until_ready, job, self.records)
+            now = trio.current_time()
+            message = progress_message(job, self.watcher.error, now - t0)
+            key = message.rsplit(" [", 1)[0]
+            if key != said[0] or now - said[1] >= HEARTBEAT:
+                said = (key, now)
+                notify(
+                    "session.progress",
+                    {
+                        "message": message,
+                        "job_id": job.job_id,
+                        "state": job.state.value,
+                        "reason": job.reason,
+                        "start_time": job.start_time,
+                        "waited": now - t0,
+                    },
+                )
+            with trio.move_on_after(HEARTBEAT):
+                await job.wait_changed()
+
+    async def _job_for(self, lease: Lease, profile: Profile, notify: Notify) -> Job:
+        bound = self.table.get(lease.job_id) if lease.job_id else None
+        current = self.table.current(profile.name)
+        if bound is not None and bound is current:
+            return bound
+        if bound is not None and bound.hook_error:
+            raise RpcFault(Code.HOOK_FAILED,
+                           f"job {bound.job_id}: sshd did not start: {bound.hook_error}")
+        if bound is not None and not bound.live and lease.submitted and current is None:
+            raise RpcFault(
+                Code.JOB_ENDED,
+                f"job {bound.job_id} ({profile.name}) {bound.state.describe_end()}"
+                + (f" (reason: {bound.reason})" if bound.reason not in ("", "None") else ""),
+                {"job_id": bound.job_id, "state": bound.state.value},
+            )
+        await self._until_synced(notify)
+        async with self._locks[profile.name]:  # single-flight per profile
+            current = self.table.current(profile.name)
+            if current is not None:
+                return current
+            return await self._submit(lease, profile, notify)
+
+    async def _until_synced(self, notify: Notify) -> None:
+        while not self.watcher.synced.is_set():
+            notify(
+                "session.progress",
+                {"message": self.watcher.error or "asking Slurm for your jobs", "waited": 0},
+            )
+            with trio.move_on_after(5):
+                await self.watcher.synced.wait()
+
+    async def _submit(self, lease: Lease, profile: Profile, notify: Notify) -> Job:
+        holder = f"submit:{lease.id}"
+        port = self.ports.lease(holder)
+        options = sbatch_options(
+            profile,
+            log_path=os.path.join(paths.log_dir(self.hook.state_dir), "job-%j.log"),
+            workdir=self.hook.workdir,
+        )
+        script = job_script(
+            HookCommand(
+                python=self.hook.python,
+                state_dir=self.hook.state_dir,
+                port_lease=port,
+                profile=profile.name,
+                ca_dir=self.hook.ca_dir,
+                walltime_warnings=profile.walltime_warnings,
+            )
+        )
+        notify(
+            "session.progress",
+            {"message": f"submitting a job for profile {profile.name}", "waited": 0},
+        )
+        while True:
+            try:
+                self.submissions += 1
+                job_id = await self.slurm.submit(options, script)
+                break
+            except SlurmUnreachable as exc:
+                notify(
+                    "session.progress",
+                    {
+                        "message": f"Slurm controller unreachable ({exc.message}); retrying",
+                        "waited": 0,
+                    },
+                )
+                await trio.sleep(SUBMIT_RETRY)
+            except SlurmError as exc:
+                self.ports.release(holder)
+                raise RpcFault(
+                    Code.SUBMIT_REJECTED,
+                    f"sbatch rejected profile {profile.name}: {exc.message}",
+                    {"argv": exc.argv, "stderr": exc.stderr},
+                ) from None
+        self.ports.rename(holder, job_id)
+        job = self.table.add(
+            Job(job_id=job_id, profile=profile.name, submitted_here=True, port=port)
+        )
+        lease.submitted = True
+        log.info("job.submitted", job_id=job_id, profile=profile.name, port=port, options=options)
+        self.watcher.kick()
+        return job
+
+    async def _give_up(self, lease: Lease, limit: float, notify: Notify) -> None:
+        job = self.table.get(lease.job_id) if lease.job_id else None
+        message = f"gave up after {limit:.0f} s (connect_timeout)"
+        if job is not None and lease.submitted and job.leases <= {lease.id} and job.live:
+            with trio.CancelScope(shield=True):
+                await self._cancel_jobs([job], why="connect timeout")
+            message += f"; cancelled job {job.job_id}, which this connect had submitted"
+        elif job is not None:
+            message += f"; job {job.job_id} stays queued for its other users"
+        notify(
+            "session.failed",
+            {"code": int(Code.CONNECT_TIMEOUT), "message": message, "job_id": lease.job_id},
+        )
+
+    # -- cancel, list ----------------------------------------------------------------------
+    async def cancel(self, target: str) -> list[str]:
+        live = [j for j in self.table if j.live]
+        if target == "--all":
+            jobs = live
+        elif target.isdigit():
+            jobs = [j for j in live if j.job_id == target]
+            if not jobs:
+                raise RpcFault(Code.NOT_FOUND, f"no running islurm job {target}")
+        else:
+            self.profile(target)
+            jobs = [j for j in live if j.profile == target]
+            if not jobs:
+                raise RpcFault(Code.NOT_FOUND, f"no job for profile {target}")
+        await self._cancel_jobs(jobs, why="requested")
+        return [j.job_id for j in jobs]
+
+    async def _cancel_jobs(self, jobs: list[Job], why: str) -> None:
+        if not jobs:
+            return
+        try:
+            await self.slurm.cancel([j.job_id for j in jobs])
+        except SlurmUnreachable as exc:
+            raise RpcFault(Code.SLURM_UNREACHABLE, exc.message) from None
+        except SlurmError as exc:
+            raise RpcFault(Code.INTERNAL, f"scancel failed: {exc.message}") from None
+        for job in jobs:
+            log.info("job.cancelled", job_id=job.job_id, profile=job.profile, why=why)
+            self.ports.release(job.job_id)
+        self.watcher.kick()
+
+    async def reap(self, job: Job) -> None:
+        """Watcher callback: the job had no lease for its idle grace."""
+        try:
+            await self._cancel_jobs([job], why="idle")
+        except RpcFault as fault:
+            log.warning("job.reap_failed", job_id=job.job_id, error=fault.message)
+
+    def describe(self) -> list[dict[str, Any]]:
+        profiles = self.settings().profiles
+        return [
+            {
+                "job_id": j.job_id,
+                "profile": j.profile,
+                "state": j.state.value,
+                "reason": j.reason,
+                "node": j.node,
+                "port": j.endpoint.port if j.endpoint else j.port,
+                "ready": j.endpoint is not None,
+                "sessions": len(j.leases),
+                "time_used": j.time_used,
+                "time_left": j.time_left,
+                "time_limit": j.time_limit,
+                "partition": j.partition,
+                "gres": j.gres,
+                "submitted_here": j.submitted_here,
+                "container": profiles[j.profile].container if j.profile in profiles else "",
+            }
+            for j in sorted(self.table, key=lambda j: int(j.job_id))
+            if j.live
+        ]

@@ -1,0 +1,119 @@
+"""The RPC methods: validate, look up, enqueue, return. Waiting happens in follow-up tasks."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from islurm.daemon.errors import Code, RpcFault
+from islurm.daemon.manager import SessionManager
+from islurm.daemon.rpc.server import Connection, deserialize
+from jsonrpcserver import Error, InvalidParams, Result, Success, dispatch
+
+log = structlog.get_logger("islurm.rpc")
+
+Method = Callable[..., Result]
+
+
+def _guarded(fn: Method) -> Method:
+    """Map our faults to their codes and never let internal text reach the client."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Result:
+        try:
+            return fn(*args, **kwargs)
+        except RpcFault as fault:
+            return Error(int(fault.code), fault.message, fault.data)
+        except Exception:
+            log.exception("rpc.method_crashed", method=fn.__name__)
+            return Error(int(Code.INTERNAL), "internal error (see the daemon log)")
+
+    return wrapper
+
+
+def _str(name: str, value: object, *, max_len: int = 256) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise RpcFault(Code.INVALID_PARAMS, f"{name} must be a non-empty string")
+    return value
+
+
+def _opt_number(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e7:
+        raise RpcFault(Code.INVALID_PARAMS, f"{name} must be a positive number of seconds")
+    return float(value)
+
+
+def build_methods(
+    manager: SessionManager, status: Callable[[], dict[str, Any]]
+) -> dict[str, Method]:
+    def acquire(
+        ctx: Connection, profile: object, client_pid: object = None, timeout: object = None
+    ) -> Result:
+        name = _str("profile", profile, max_len=64)
+        limit = _opt_number("timeout", timeout)
+        if client_pid is not None and (
+            isinstance(client_pid, bool) or not isinstance(client_pid, int)
+        ):
+            return InvalidParams("client_pid must be an integer")
+        manager.profile(name)  # unknown profile: fail fast, nothing submitted
+        lease = manager.new_lease(name)
+        ctx.leases.add(lease.id)
+        ctx.after_reply(functools.partial(manager.acquire, lease, ctx.notify, limit))
+        return Success({"lease": lease.id, "profile": name})
+
+    def attach(ctx: Connection, job_id: object, profile: object) -> Result:
+        jid, name = _str("job_id", job_id, max_len=32), _str("profile", profile, max_len=64)
+        if not jid.isdigit():
+            raise RpcFault(Code.INVALID_PARAMS, "job_id must be a Slurm job id")
+        manager.profile(name)
+        lease = manager.new_lease(name)
+        ctx.leases.add(lease.id)
+        ctx.after_reply(functools.partial(manager.attach, lease, jid, ctx.notify))
+        return Success({"lease": lease.id})
+
+    def list_(ctx: Connection) -> Result:
+        return Success({"jobs": manager.describe()})
+
+    def cancel(ctx: Connection, target: object) -> Result:
+        what = _str("target", target, max_len=64)
+
+        async def work() -> None:
+            try:
+                ids = await manager.cancel(what)
+                ctx.notify("session.cancel.done", {"target": what, "job_ids": ids})
+            except RpcFault as fault:
+                ctx.notify(
+                    "session.cancel.done",
+                    {"target": what, "job_ids": [], "error": fault.as_params()},
+                )
+
+        ctx.after_reply(work)
+        return Success({"target": what, "pending": True})
+
+    def daemon_status(ctx: Connection) -> Result:
+        return Success(status())
+
+    raw: dict[str, Method] = {
+        "session.acquire": acquire,
+        "session.attach": attach,
+        "session.list": list_,
+        "session.cancel": cancel,
+        "daemon.status": daemon_status,
+    }
+    return {name: _guarded(fn) for name, fn in raw.items()}
+
+
+def make_dispatch(methods: dict[str, Method]) -> Callable[[str, Connection], str]:
+    def run(text: str, conn: Connection) -> str:
+        return str(
+            dispatch(
+                text, methods=methods, context=conn, deserializer=deserialize, serializer=json.dumps
+            )
+        )
+
+    return run

@@ -1,0 +1,191 @@
+"""JSON-RPC 2.0 over the Unix socket: per-connection reader/writer, notifications, leases.
+
+jsonrpcserver's async_dispatch does not work under trio (it calls asyncio.gather), so methods
+are synchronous and thin; anything that waits runs as a follow-up task after the reply and
+streams notifications on the same connection."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+import trio
+from islurm.daemon.rpc.framing import TooLong, read_lines
+from islurm.daemon.rpc.unix_listener import peer_credentials
+
+log = structlog.get_logger("islurm.rpc")
+
+MAX_DEPTH = 32
+OUTBOX = 256  # queued lines per connection before a non-reading client is dropped
+
+Dispatch = Callable[[str, "Connection"], str]
+
+
+class TooDeep(ValueError):
+    pass
+
+
+def _check_depth(value: object, limit: int = MAX_DEPTH) -> None:
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                raise TooDeep(f"JSON nested deeper than {limit} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def deserialize(text: str) -> Any:
+    """json.loads with a nesting bound (a parse error for jsonrpcserver if exceeded)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise TooDeep("JSON nested too deeply") from None
+    _check_depth(value)
+    return value
+
+
+def error_line(code: int, message: str, req_id: object = None) -> bytes:
+    return (
+        json.dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": req_id})
+        + "\n"
+    ).encode()
+
+
+class Connection:
+    """One client connection: its outbox, its leases and the work started for it."""
+
+    def __init__(self, outbox: trio.MemorySendChannel[bytes], pid: int) -> None:
+        self._outbox = outbox
+        self.pid = pid
+        self.leases: set[str] = set()
+        self.followups: list[Callable[[], Awaitable[None]]] = []
+        self.closed = trio.Event()
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params}) + "\n"
+        self.send(line.encode())
+
+    def send(self, line: bytes) -> None:
+        if self.closed.is_set():
+            return
+        try:
+            self._outbox.send_nowait(line)
+        except trio.WouldBlock:
+            log.warning("rpc.client_not_reading", pid=self.pid)
+            self.closed.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed.set()
+
+    def after_reply(self, work: Callable[[], Awaitable[None]]) -> None:
+        self.followups.append(work)
+
+
+class RpcServer:
+    def __init__(self, dispatch: Dispatch, on_close: Callable[[Connection], None]) -> None:
+        self.dispatch = dispatch
+        self.on_close = on_close
+        self.connections = 0
+        self.refused = 0
+        self.accepting = True
+        self._scope: trio.CancelScope | None = None
+
+    def stop_accepting(self) -> None:
+        self.accepting = False
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def serve(
+        self,
+        listener: trio.SocketListener,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                task_status.started()
+                async with listener:
+                    while True:
+                        stream = await listener.accept()
+                        nursery.start_soon(self.handle, stream)
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one connection. Nothing may escape: one bad client must not stop the daemon."""
+        try:
+            pid, uid, _ = peer_credentials(stream.socket)
+            if uid != os.getuid():
+                self.refused += 1
+                log.warning("rpc.refused", peer_uid=uid, peer_pid=pid, reason="uid differs")
+                await stream.aclose()
+                return
+            await self._serve_connection(stream, pid)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("rpc.connection_lost", error=str(exc))
+        except Exception:
+            log.exception("rpc.connection_crashed")
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _serve_connection(self, stream: trio.SocketStream, pid: int) -> None:
+        self.connections += 1
+        send, receive = trio.open_memory_channel[bytes](OUTBOX)
+        conn = Connection(send, pid)
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._writer, stream, receive, conn)
+                async with trio.open_nursery() as flows:
+                    flows.start_soon(self._close_when_done, conn, flows.cancel_scope)
+                    async for line in read_lines(stream):
+                        if isinstance(line, TooLong):
+                            conn.send(error_line(-32600, f"request too long ({line.size} bytes)"))
+                            continue
+                        reply = self._answer(line, conn)
+                        if reply:
+                            conn.send(reply)
+                        for work in conn.followups:
+                            flows.start_soon(work)
+                        conn.followups.clear()
+                    # EOF: the client is done sending; its flows (and leases) end with it.
+                    flows.cancel_scope.cancel()
+                # Let the writer flush what is queued, briefly, then close.
+                outer.cancel_scope.deadline = trio.current_time() + 2.0
+                await send.aclose()
+        finally:
+            conn.closed.set()
+            self.on_close(conn)
+
+    def _answer(self, line: bytes, conn: Connection) -> bytes | None:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return error_line(-32700, "request is not UTF-8")
+        if not text.strip():
+            return None
+        try:
+            out = self.dispatch(text, conn)
+        except Exception:
+            log.exception("rpc.dispatch_crashed")
+            return error_line(-32603, "internal error")
+        return (out + "\n").encode() if out else None
+
+    @staticmethod
+    async def _close_when_done(conn: Connection, scope: trio.CancelScope) -> None:
+        await conn.closed.wait()
+        scope.cancel()
+
+    @staticmethod
+    async def _writer(
+        stream: trio.SocketStream, receive: trio.MemoryReceiveChannel[bytes], conn: Connection
+    ) -> None:
+        try:
+            async with receive:
+                async for line in receive:
+                    await stream.send_all(line)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            conn.closed.set()

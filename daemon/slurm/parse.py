@@ -1,0 +1,120 @@
+"""Pure parsers for Slurm's machine-readable output. A parse error quotes the raw text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from islurm.daemon.slurm.states import JobState
+
+#: islurm's jobs carry this comment prefix; the suffix is the profile name.
+COMMENT_PREFIX = "islurm:v1:"
+JOB_NAME_PREFIX = "islurm-"
+
+# Field separator for squeue -o: the ASCII unit separator never appears in our fields.
+SEP = "\x1f"
+_FIELDS = ("%i", "%j", "%T", "%r", "%N", "%S", "%M", "%L", "%l", "%P", "%b", "%k")
+SQUEUE_FORMAT = SEP.join(_FIELDS)
+
+
+class SlurmParseError(ValueError):
+    def __init__(self, what: str, raw: str) -> None:
+        super().__init__(f"cannot parse {what}: {raw!r}")
+        self.raw = raw
+
+
+@dataclass(frozen=True)
+class SqueueRow:
+    job_id: str
+    name: str
+    state: JobState
+    reason: str
+    nodes: str
+    start_time: str
+    time_used: str
+    time_left: str
+    time_limit: str
+    partition: str
+    gres: str
+    comment: str
+
+    @property
+    def profile(self) -> str | None:
+        """The islurm profile of this job, or None if the job is not islurm's."""
+        if not self.name.startswith(JOB_NAME_PREFIX) or not self.comment.startswith(COMMENT_PREFIX):
+            return None
+        profile = self.comment[len(COMMENT_PREFIX) :]
+        return profile if self.name == JOB_NAME_PREFIX + profile else None
+
+
+def parse_sbatch_parsable(stdout: str) -> str:
+    """Job id from `sbatch --parsable` ("id" or "id;cluster", on the last non-empty line)."""
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    if not lines:
+        raise SlurmParseError("sbatch --parsable output", stdout)
+    job_id = lines[-1].split(";", 1)[0]
+    if not job_id.isdigit():
+        raise SlurmParseError("sbatch --parsable output", stdout)
+    return job_id
+
+
+def parse_squeue(stdout: str) -> list[SqueueRow]:
+    """Rows of `squeue -h -o SQUEUE_FORMAT`; lines of other shapes are an error."""
+    rows = []
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split(SEP, len(_FIELDS) - 1)
+        if len(parts) != len(_FIELDS) or not parts[0].strip():
+            raise SlurmParseError("squeue line", line)
+        jid, name, state, reason, nodes, start, used, left, limit, part, gres, comment = parts
+        rows.append(
+            SqueueRow(
+                job_id=jid.strip(),
+                name=name,
+                state=JobState.parse(state),
+                reason=reason.strip(),
+                nodes=nodes.strip(),
+                start_time=start.strip(),
+                time_used=used.strip(),
+                time_left=left.strip(),
+                time_limit=limit.strip(),
+                partition=part.strip(),
+                gres=gres.strip(),
+                comment=comment.rstrip("\n"),
+            )
+        )
+    return rows
+
+
+_DURATION = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+
+
+def parse_slurm_duration(text: str) -> int | None:
+    """Seconds from Slurm's [D-][HH:]MM:SS; None for UNLIMITED, INVALID, N/A and the like."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+_UNREACHABLE = (
+    "unable to contact slurm controller",
+    "connection refused",
+    "socket timed out",
+    "slurm_receive_msg",
+    "zero bytes were transmitted or received",
+    "communications connection failure",
+    "connect failure",
+)
+
+
+def is_controller_unreachable(stderr: str) -> bool:
+    """Whether a failed Slurm command failed because the controller did not answer."""
+    text = stderr.lower()
+    return any(marker in text for marker in _UNREACHABLE)
+
+
+def is_invalid_job_id(stderr: str) -> bool:
+    return "invalid job id" in stderr.lower()

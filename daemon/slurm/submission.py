@@ -1,0 +1,73 @@
+"""What islurm submits: the sbatch options and the job script for a profile. Pure."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from islurm.config.settings import Profile
+from islurm.daemon.slurm.parse import COMMENT_PREFIX, JOB_NAME_PREFIX
+
+
+@dataclass(frozen=True)
+class HookCommand:
+    """How the job starts the session hook on the compute node."""
+
+    python: str
+    state_dir: str
+    port_lease: int
+    profile: str
+    ca_dir: str | None = None
+    walltime_warnings: Sequence[float] = ()
+
+    def argv(self) -> list[str]:
+        argv = [
+            self.python,
+            "-m",
+            "islurm.sessionhooks.main",
+            "--state-dir",
+            self.state_dir,
+            "--port-lease",
+            str(self.port_lease),
+            "--profile",
+            self.profile,
+        ]
+        if self.ca_dir:
+            argv += ["--ca-dir", self.ca_dir]
+        for lead in self.walltime_warnings:
+            argv += ["--warn-before", f"{lead:g}"]
+        return argv
+
+
+def job_name(profile: str) -> str:
+    return JOB_NAME_PREFIX + profile
+
+
+def sbatch_options(
+    profile: Profile, *, log_path: str, workdir: str, extra: Sequence[str] = ()
+) -> list[str]:
+    """The argv after `sbatch --parsable` for a profile. The profile's own options come after
+    ours except the identity ones, so a profile can override e.g. --output but not the name."""
+    opts = [
+        f"--output={log_path}",
+        f"--chdir={workdir}",
+        *profile.sbatch,
+        *extra,
+        f"--job-name={job_name(profile.name)}",
+        f"--comment={COMMENT_PREFIX}{profile.name}",
+        # singleton: two daemons (two login nodes) can never run two jobs of one profile.
+        "--dependency=singleton",
+        "--no-requeue",
+    ]
+    return opts
+
+
+def job_script(hook: HookCommand) -> str:
+    """The batch script, fed to sbatch on stdin. Every value is quoted: nothing is interpreted."""
+    command = " ".join(shlex.quote(a) for a in hook.argv())
+    return (
+        "#!/bin/sh\n"
+        "# islurm session job (format v1), written by islurmd: see docs/PROTOCOL.md section 3.\n"
+        f"exec {command}\n"
+    )

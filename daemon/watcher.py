@@ -1,0 +1,160 @@
+"""The one Slurm poll loop for all of the user's islurm jobs.
+
+Fast (sub-second) while a connect waits, slow when idle; a failed poll keeps the last known
+state and says why. Idle reaping and walltime-warning logs run on the same tick."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+
+import structlog
+import trio
+from islurm.daemon.jobs import Job, JobTable
+from islurm.daemon.records import RecordStore
+from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
+from islurm.daemon.slurm.parse import parse_slurm_duration
+
+log = structlog.get_logger("islurm.watcher")
+
+
+class Watcher:
+    def __init__(
+        self,
+        slurm: SlurmClient,
+        table: JobTable,
+        records: RecordStore,
+        poll_busy: float,
+        poll_idle: float,
+        idle_grace: Callable[[str], float],
+        on_idle: Callable[[Job], Awaitable[None]],
+    ) -> None:
+        self.slurm, self.table, self.records = slurm, table, records
+        self.poll_busy, self.poll_idle = poll_busy, poll_idle
+        self.idle_grace, self.on_idle = idle_grace, on_idle
+        self.waiting = 0
+        self.error: str | None = None
+        self.polls = 0
+        self.last_poll: float | None = None
+        self.synced = trio.Event()
+        self._kick = trio.Event()
+
+    def kick(self) -> None:
+        """Poll now (someone started waiting or something changed)."""
+        self._kick.set()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "polls": self.polls,
+            "slurm_calls": getattr(self.slurm, "calls", None),
+            "waiting": self.waiting,
+            "error": self.error,
+            "seconds_since_poll": None
+            if self.last_poll is None
+            else round(trio.current_time() - self.last_poll, 1),
+            "interval": self.poll_busy if self.waiting else self.poll_idle,
+        }
+
+    async def poll_once(self) -> None:
+        self.polls += 1
+        try:
+            rows = await self.slurm.query()
+        except SlurmUnreachable as exc:
+            self._failed(f"Slurm controller unreachable: {exc.message}")
+            return
+        except SlurmError as exc:
+            self._failed(f"squeue failed: {exc.message}")
+            return
+        if self.error:
+            log.info("watcher.recovered", was=self.error)
+        self.error = None
+        self.last_poll = trio.current_time()
+        adopted, ended = self.table.apply(rows)
+        for job in adopted:
+            job.idle_since = trio.current_time()
+            endpoint = self.records.read(job.job_id)
+            if endpoint is not None:
+                job.port = endpoint.port
+            log.info("job.adopted", job_id=job.job_id, profile=job.profile, state=job.state.value)
+        for job in ended:
+            log.info("job.ended", job_id=job.job_id, profile=job.profile, state=job.state.value)
+            job.hook_error = job.hook_error or self.records.read_error(job.job_id)
+            self.records.remove(job.job_id)
+        self.synced.set()
+
+    def _failed(self, why: str) -> None:
+        if why != self.error:
+            log.warning("watcher.poll_failed", error=why)
+        self.error = why
+        for job in self.table:
+            if job.live and job.leases:
+                job.touch()  # waiters tell their users why nothing moves
+
+    def _next_deadline(self, now: float) -> float:
+        """When the next idle job's grace runs out (inf if none)."""
+        deadline = math.inf
+        for job in self.table:
+            grace = self.idle_grace(job.profile)
+            if job.live and not job.leases and job.idle_since is not None and grace > 0:
+                deadline = min(deadline, job.idle_since + grace)
+        return deadline
+
+    async def reap_idle(self) -> None:
+        now = trio.current_time()
+        for job in self.table:
+            if not job.live or job.leases:
+                continue
+            if job.idle_since is None:
+                job.idle_since = now
+                continue
+            grace = self.idle_grace(job.profile)
+            if grace > 0 and now - job.idle_since >= grace:
+                log.info(
+                    "job.idle_reaped",
+                    job_id=job.job_id,
+                    profile=job.profile,
+                    idle_seconds=round(now - job.idle_since, 1),
+                    grace=grace,
+                )
+                job.idle_since = None
+                await self.on_idle(job)
+
+    def log_walltime(self, leads: Callable[[str], tuple[float, ...]]) -> None:
+        for job in self.table:
+            left = parse_slurm_duration(job.time_left) if job.state.is_running else None
+            if left is None:
+                continue
+            for lead in leads(job.profile):
+                if left <= lead and lead not in job.warned:
+                    job.warned.add(lead)
+                    log.info(
+                        "job.walltime_warning", job_id=job.job_id, seconds_left=left, lead=lead
+                    )
+
+    async def run(
+        self,
+        leads: Callable[[str], tuple[float, ...]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await self.poll_once()
+        polled_at = trio.current_time()
+        task_status.started()
+        while True:
+            interval = self.poll_busy if self.waiting else self.poll_idle
+            if self.error:
+                interval = min(max(interval, 2.0), 10.0)  # back off, but keep trying
+            poll_at = polled_at + interval
+            now = trio.current_time()
+            with trio.move_on_after(max(0.0, min(poll_at, self._next_deadline(now)) - now)):
+                await self._kick.wait()
+            if self._kick.is_set():
+                self._kick = trio.Event()
+                # A kick polls soon, but never faster than the busy interval.
+                poll_at = min(poll_at, polled_at + self.poll_busy)
+                await trio.sleep(max(0.0, poll_at - trio.current_time()))
+            await self.reap_idle()
+            if trio.current_time() >= poll_at:
+                await self.poll_once()
+                polled_at = trio.current_time()
+                self.log_walltime(leads)

@@ -1,0 +1,187 @@
+"""The session hook: runs as the job's batch script on the compute node.
+
+It starts a per-job sshd (fresh host key, this user only, keys only) on the leased port or a
+free one, writes the readiness record when sshd listens, and cleans everything up on TERM.
+Stdlib only: it runs with whatever Python the login node's install points at."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from types import FrameType
+
+from islurm.sessionhooks import record, sshd
+
+LISTEN_TIMEOUT = 20.0
+BIND_ATTEMPTS = 5
+GPU_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
+            "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
+HOST_CERT_PRINCIPAL = "islurm"
+
+
+class Stop(Exception):
+    """A signal asked the hook to end."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def say(message: str) -> None:
+    """A line for the job's log (Slurm's --output)."""
+    print(f"islurm-hook[{os.getpid()}] {time.strftime('%H:%M:%S')} {message}",
+          file=sys.stderr, flush=True)
+
+
+def pick_port(preferred: int) -> int:
+    """The leased port if it is free here (verified by binding), else a free one."""
+    for candidate in (preferred, 0):
+        if candidate < 0:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("0.0.0.0", candidate))  # noqa: S104 - sshd listens on all addresses
+            return int(s.getsockname()[1])
+        except OSError:
+            say(f"port {candidate} is taken on this node; asking the kernel for a free one")
+        finally:
+            s.close()
+    raise OSError("no free port")
+
+
+def stderr_lines(proc: subprocess.Popen[bytes], deadline: float | None) -> Iterator[str]:
+    """sshd's stderr, line by line, until EOF or the deadline."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    buf = b""
+    while True:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            return
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            if buf:
+                yield buf.decode("utf-8", "replace")
+            return
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+
+
+def start_listening(cfg_base: sshd.SshdConfig, cfg_path: str, preferred: int,
+                    binary: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start sshd; retry on another port if the chosen one was taken meanwhile."""
+    last = ""
+    for attempt in range(BIND_ATTEMPTS):
+        port = pick_port(preferred if attempt == 0 else 0)
+        cfg = sshd.SshdConfig(port=port, host_key=cfg_base.host_key, user=cfg_base.user,
+                              host_cert=cfg_base.host_cert, env=cfg_base.env)
+        fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(cfg.render())
+        proc = sshd.start(binary, cfg_path)
+        for line in stderr_lines(proc, time.monotonic() + LISTEN_TIMEOUT):
+            say(f"sshd: {line}")
+            last = line
+            if "Server listening on" in line:
+                return proc, port
+        stop_process(proc)
+        say(f"sshd did not listen on port {port} (attempt {attempt + 1}): {last}")
+    raise sshd.SshdError(f"sshd did not start: {last or 'no output'}")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def job_environment() -> dict[str, str]:
+    """What every ssh session in the job gets: the job's SLURM_* set and GPU variables."""
+    return {k: v for k, v in os.environ.items() if k.startswith("SLURM_") or k in GPU_VARS}
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="islurm-sessionhook",
+                                description="Start the per-job sshd (run by islurm's job).")
+    p.add_argument("--state-dir", required=True)
+    p.add_argument("--port-lease", type=int, default=0)
+    p.add_argument("--profile", required=True)
+    p.add_argument("--ca-dir", default=None)
+    p.add_argument("--warn-before", type=float, action="append", default=[])
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    if not job_id.isdigit():
+        say("SLURM_JOB_ID is not set: the session hook runs inside a Slurm job")
+        return 2
+    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    user = pwd.getpwuid(os.getuid()).pw_name
+    records = os.path.join(args.state_dir, "jobs")
+    os.makedirs(records, mode=0o700, exist_ok=True)
+    record_path = os.path.join(records, f"{job_id}.json")
+    error_path = os.path.join(records, f"{job_id}.error")
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, _on_signal)
+    jobdir = tempfile.mkdtemp(prefix=f"islurm-job{job_id}-")  # 0700, node-local
+    proc: subprocess.Popen[bytes] | None = None
+    code = 0
+    try:
+        key = os.path.join(jobdir, "ssh_host_ed25519_key")
+        host_pub = sshd.generate_host_key(key, f"islurm-job-{job_id}@{node}")
+        cert = None
+        ca_key = os.path.join(args.ca_dir, "ca") if args.ca_dir else None
+        if ca_key and os.path.exists(ca_key):
+            cert = sshd.sign_host_key(ca_key, key + ".pub", job_id, HOST_CERT_PRINCIPAL,
+                                      "-5m:+30d")
+        base = sshd.SshdConfig(port=0, host_key=key, user=user, host_cert=cert,
+                               env=job_environment())
+        proc, port = start_listening(base, os.path.join(jobdir, "sshd_config"),
+                                     args.port_lease, sshd.find_sshd())
+        record.write_atomic(record_path, {
+            "version": record.RECORD_VERSION, "job_id": job_id, "node": node, "host": node,
+            "port": port, "pid": proc.pid, "user": user, "host_key": host_pub,
+            "profile": args.profile, "started": time.time()})
+        say(f"ready: sshd pid {proc.pid} on {node}:{port}")
+        for line in stderr_lines(proc, None):
+            say(f"sshd: {line}")
+        proc.wait()
+        say(f"sshd exited with code {proc.returncode}")
+        record.write_atomic(error_path, {"message": f"sshd exited with code {proc.returncode}"})
+        code = 1
+    except Stop as stop:
+        say(f"stopping on {stop}")
+    except (sshd.SshdError, OSError, ValueError) as exc:
+        say(f"error: {exc}")
+        record.write_atomic(error_path, {"message": str(exc)})
+        code = 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        record.remove(record_path)
+        if proc is not None:
+            stop_process(proc)
+        shutil.rmtree(jobdir, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
