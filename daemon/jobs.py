@@ -32,6 +32,8 @@ class Job:
     idle_since: float | None = None
     probing: bool = False
     warned: set[float] = field(default_factory=set)
+    #: the table's poll generation when this job was added; polls begun before it cannot see it
+    added_gen: int = 0
     _changed: trio.Event = field(default_factory=trio.Event)
 
     def touch(self) -> None:
@@ -64,6 +66,12 @@ class JobTable:
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
+        self.generation = 0
+
+    def begin_poll(self) -> int:
+        """Call before asking Slurm; pass the result to `apply` with the answer."""
+        self.generation += 1
+        return self.generation
 
     def __iter__(self) -> Iterator[Job]:
         return iter(list(self._jobs.values()))
@@ -72,6 +80,7 @@ class JobTable:
         return self._jobs.get(job_id)
 
     def add(self, job: Job) -> Job:
+        job.added_gen = self.generation
         self._jobs[job.job_id] = job
         return job
 
@@ -87,8 +96,9 @@ class JobTable:
         jobs = self.live_for(profile)
         return jobs[0] if jobs else None
 
-    def apply(self, rows: list[SqueueRow]) -> tuple[list[Job], list[Job]]:
-        """Reconcile with squeue's rows. Returns (adopted jobs, jobs that just ended)."""
+    def apply(self, rows: list[SqueueRow], generation: int) -> tuple[list[Job], list[Job]]:
+        """Reconcile with the rows of the poll begun as `generation`.
+        Returns (adopted jobs, jobs that just ended)."""
         seen: set[str] = set()
         adopted: list[Job] = []
         ended: list[Job] = []
@@ -109,7 +119,8 @@ class JobTable:
             if was_live and not job.live:
                 ended.append(job)
         for job in list(self._jobs.values()):
-            if job.job_id not in seen and job.live:
+            # A job submitted while this poll was under way may be missing from its answer.
+            if job.job_id not in seen and job.live and job.added_gen < generation:
                 job.state = JobState.GONE
                 job.touch()
                 ended.append(job)

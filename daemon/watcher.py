@@ -57,6 +57,7 @@ class Watcher:
 
     async def poll_once(self) -> None:
         self.polls += 1
+        generation = self.table.begin_poll()
         try:
             rows = await self.slurm.query()
         except SlurmUnreachable as exc:
@@ -69,7 +70,7 @@ class Watcher:
             log.info("watcher.recovered", was=self.error)
         self.error = None
         self.last_poll = trio.current_time()
-        adopted, ended = self.table.apply(rows)
+        adopted, ended = self.table.apply(rows, generation)
         for job in adopted:
             job.idle_since = trio.current_time()
             endpoint = self.records.read(job.job_id)
