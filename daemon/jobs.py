@@ -114,6 +114,8 @@ class JobTable:
                 job = self.add(Job(job_id=row.job_id, profile=profile))
                 adopted.append(job)
             was_live = job.live
+            if not was_live and not row.state.is_ended:
+                continue  # ended here (we cancelled it): jobs never come back (--no-requeue)
             if job.update_from(row):
                 job.touch()
             if was_live and not job.live:

@@ -16,9 +16,10 @@ from islurm.config.settings import Profile, Settings
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.ports import PortPool
-from islurm.daemon.readiness import probe_until_ready
+from islurm.daemon.readiness import confirm, probe_until_ready
 from islurm.daemon.records import RecordStore
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
+from islurm.daemon.slurm.states import JobState
 from islurm.daemon.slurm.submission import HookCommand, job_script, sbatch_options
 from islurm.daemon.watcher import Watcher
 
@@ -193,7 +194,12 @@ class SessionManager:
             job = await self._job_for(lease, profile, notify)
             self._bind(lease, job)
             if job.endpoint is not None:
-                return job
+                if await confirm(job.endpoint):
+                    return job
+                # Stale: the job's sshd went away between polls. Ask Slurm again.
+                log.info("job.endpoint_stale", job_id=job.job_id)
+                job.endpoint = None
+                self.watcher.kick()
             if job.hook_error:
                 raise RpcFault(
                     Code.HOOK_FAILED, f"job {job.job_id}: sshd did not start: {job.hook_error}"
@@ -345,6 +351,10 @@ class SessionManager:
         for job in jobs:
             log.info("job.cancelled", job_id=job.job_id, profile=job.profile, why=why)
             self.ports.release(job.job_id)
+            # Slurm took the cancel: never hand this job out again, whatever the next poll says.
+            job.state = JobState.CANCELLED
+            job.endpoint = None
+            job.touch()
         self.watcher.kick()
 
     async def reap(self, job: Job) -> None:

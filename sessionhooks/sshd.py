@@ -89,11 +89,15 @@ class SshdConfig:
         ]
         if self.host_cert:
             lines.append(f"HostCertificate {_config_value(self.host_cert)}")
+        pairs = []
         for key, value in sorted((self.env or {}).items()):
             try:
-                lines.append(f"SetEnv {_config_value(f'{key}={value}')}")
+                pairs.append(_config_value(f"{key}={value}"))
             except ValueError:
                 continue  # a value sshd_config cannot carry is left out, not mangled
+        if pairs:
+            # sshd uses only the first SetEnv line: every variable goes on that one line.
+            lines.append("SetEnv " + " ".join(pairs))
         return "\n".join(lines) + "\n"
 
 

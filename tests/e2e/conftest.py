@@ -88,6 +88,8 @@ def product(cluster: Cluster) -> str:
 class User:
     name: str
     prefix: str
+    #: jobs with ids above this were submitted during the current test
+    baseline: int = 0
 
     @property
     def home(self) -> str:
@@ -136,8 +138,14 @@ class User:
             argv.append("--states=all")
         out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30)
         keys = ("job_id", "name", "state", "node", "comment")
-        return [dict(zip(keys, ln.split("|", 4), strict=True))
+        rows = [dict(zip(keys, ln.split("|", 4), strict=True))
                 for ln in out.stdout.splitlines() if ln.strip()]
+        return [r for r in rows if int(r["job_id"]) > self.baseline]
+
+    def mark_baseline(self) -> None:
+        out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i"], capture_output=True,
+                             text=True, check=True, timeout=30).stdout.split()
+        self.baseline = max((int(i) for i in out if i.isdigit()), default=0)
 
     def live_jobs(self) -> list[dict[str, str]]:
         return [j for j in self.jobs() if j["state"] in ("PENDING", "RUNNING", "CONFIGURING")]
@@ -192,6 +200,7 @@ def user(cluster: Cluster, product: str, tmp_path: Path) -> Iterator[User]:
     u = User(cluster.user, product)
     u.reset()
     u.prepare(TEST_CONFIG, tmp_path)
+    u.mark_baseline()
     yield u
     u.reset()
 

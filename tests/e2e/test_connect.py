@@ -24,22 +24,21 @@ def test_cold_connect_prints_the_compute_node_hostname(user: User) -> None:
 
 
 def test_warm_connect_reuses_the_running_job(user: User) -> None:
-    first = user.popen(user.ssh_argv("slurm-cpu", "echo open; cat"),
-                       stdin=-1, stdout=-1, stderr=-1)
-    try:
-        assert first.stdout is not None and first.stdin is not None
-        assert first.stdout.readline() == b"open\n"
-        job_id = user.live_jobs()[0]["job_id"]
-        second = user.ssh("slurm-cpu", "echo $SLURM_JOB_ID")
-        assert second.returncode == 0, second.stderr.decode()
-        assert second.stdout.decode().strip() == job_id
-        assert [j["job_id"] for j in user.jobs(all_states=True)] == [job_id]
-        first.stdin.close()
-        assert first.wait(timeout=30) == 0
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+    with user.popen(user.ssh_argv("slurm-cpu", "echo open; cat"),
+                    stdin=-1, stdout=-1, stderr=-1) as first:
+        try:
+            assert first.stdout is not None and first.stdin is not None
+            assert first.stdout.readline() == b"open\n"
+            job_id = user.live_jobs()[0]["job_id"]
+            second = user.ssh("slurm-cpu", "echo $SLURM_JOB_ID")
+            assert second.returncode == 0, second.stderr.decode()
+            assert second.stdout.decode().strip() == job_id
+            assert [j["job_id"] for j in user.jobs(all_states=True)] == [job_id]
+            first.stdin.close()
+            assert first.wait(timeout=30) == 0
+        finally:
+            if first.poll() is None:
+                first.kill()
 
 
 def test_one_gib_arrives_intact_both_ways(user: User) -> None:
@@ -54,24 +53,25 @@ def test_one_gib_arrives_intact_both_ways(user: User) -> None:
     os.chown(blob, user.uid, -1)
     try:
         # Down: the node streams the block 16 times; we count and hash what arrives.
-        down = user.popen(user.ssh_argv("slurm-cpu", f"for i in $(seq {repeats}); do cat {blob}; done"),
-                          stdout=-1, stderr=-1, stdin=-3)
-        assert down.stdout is not None
+        command = f"for i in $(seq {repeats}); do cat {blob}; done"
         got, count = hashlib.sha256(), 0
-        while chunk := down.stdout.read(4 * MiB):
-            got.update(chunk)
-            count += len(chunk)
-        assert down.wait(timeout=120) == 0, down.stderr.read() if down.stderr else b""
+        with user.popen(user.ssh_argv("slurm-cpu", command), stdout=-1, stdin=-3) as down:
+            assert down.stdout is not None
+            while chunk := down.stdout.read(4 * MiB):
+                got.update(chunk)
+                count += len(chunk)
+            assert down.wait(timeout=120) == 0
         assert count == repeats * 64 * MiB
         assert got.hexdigest() == expected.hexdigest()
         # Up: we stream it in; the node hashes and counts what it received.
-        up = user.popen(user.ssh_argv("slurm-cpu", "tee >(wc -c >&2) | sha256sum"),
-                        stdin=-1, stdout=-1, stderr=-1)
-        assert up.stdin is not None
-        for _ in range(repeats):
-            up.stdin.write(block)
-        up.stdin.close()
-        out, err = up.communicate(timeout=120)
+        with user.popen(user.ssh_argv("slurm-cpu", "tee >(wc -c >&2) | sha256sum"),
+                        stdin=-1, stdout=-1, stderr=-1) as up:
+            assert up.stdin is not None
+            for _ in range(repeats):
+                up.stdin.write(block)
+            up.stdin.close()
+            up.stdin = None  # communicate() must not flush the closed pipe
+            out, err = up.communicate(timeout=120)
         assert up.returncode == 0, err
         assert out.split()[0].decode() == expected.hexdigest()
         assert str(repeats * 64 * MiB).encode() in err
