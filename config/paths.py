@@ -63,7 +63,8 @@ def socket_path() -> str:
 
 
 def lock_path(sock: str) -> str:
-    return os.path.join(os.path.dirname(sock), "islurmd.lock")
+    """The daemon's lock beside its socket: islurmd.sock -> islurmd.lock (pid inside)."""
+    return os.path.splitext(sock)[0] + ".lock"
 
 
 def ensure_private_dir(path: str) -> str:

@@ -14,7 +14,7 @@ import trio
 from islurm.config import paths
 from islurm.config.settings import ConfigError, Settings, load_settings
 from islurm.daemon import version
-from islurm.daemon.jobs import JobTable
+from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.manager import HookSetup, SessionManager
 from islurm.daemon.ports import PortPool
 from islurm.daemon.records import RecordStore
@@ -50,6 +50,8 @@ class Daemon:
             poll_idle=settings.daemon.poll_idle,
             idle_grace=self._idle_grace,
             on_idle=self._reap,
+            on_duplicate=self._duplicates,
+            on_adopt=self._adopt,
         )
         ca_dir = os.path.join(paths.config_dir(), "ca")
         self.manager = SessionManager(
@@ -78,8 +80,14 @@ class Daemon:
         p = self.settings.profiles.get(profile)
         return p.walltime_warnings if p else ()
 
-    async def _reap(self, job: Any) -> None:
+    async def _reap(self, job: Job) -> None:
         await self.manager.reap(job)
+
+    async def _duplicates(self, jobs: list[Job]) -> None:
+        await self.manager.cancel_duplicates(jobs)
+
+    def _adopt(self, job: Job) -> None:
+        self.manager.adopt(job)
 
     def _closed(self, conn: Connection) -> None:
         for lease_id in conn.leases:

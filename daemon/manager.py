@@ -357,6 +357,18 @@ class SessionManager:
             job.touch()
         self.watcher.kick()
 
+    async def cancel_duplicates(self, jobs: list[Job]) -> None:
+        """Watcher callback: spare jobs of a profile that already has one in use."""
+        try:
+            await self._cancel_jobs(jobs, why="duplicate")
+        except RpcFault as fault:
+            log.warning("job.duplicate_cancel_failed", error=fault.message)
+
+    def adopt(self, job: Job) -> None:
+        """Watcher callback: a job found in Slurm keeps the port its record names."""
+        if job.port is not None:
+            self.ports.adopt(job.port, job.job_id)
+
     async def reap(self, job: Job) -> None:
         """Watcher callback: the job had no lease for its idle grace."""
         try:

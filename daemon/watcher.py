@@ -28,10 +28,13 @@ class Watcher:
         poll_idle: float,
         idle_grace: Callable[[str], float],
         on_idle: Callable[[Job], Awaitable[None]],
+        on_duplicate: Callable[[list[Job]], Awaitable[None]] | None = None,
+        on_adopt: Callable[[Job], None] | None = None,
     ) -> None:
         self.slurm, self.table, self.records = slurm, table, records
         self.poll_busy, self.poll_idle = poll_busy, poll_idle
         self.idle_grace, self.on_idle = idle_grace, on_idle
+        self.on_duplicate, self.on_adopt = on_duplicate, on_adopt
         self.waiting = 0
         self.error: str | None = None
         self.polls = 0
@@ -76,12 +79,28 @@ class Watcher:
             endpoint = self.records.read(job.job_id)
             if endpoint is not None:
                 job.port = endpoint.port
+            if self.on_adopt is not None:
+                self.on_adopt(job)
             log.info("job.adopted", job_id=job.job_id, profile=job.profile, state=job.state.value)
         for job in ended:
             log.info("job.ended", job_id=job.job_id, profile=job.profile, state=job.state.value)
             job.hook_error = job.hook_error or self.records.read_error(job.job_id)
             self.records.remove(job.job_id)
         self.synced.set()
+
+    def duplicates(self) -> list[Job]:
+        """Live jobs of a profile beside the one in use (two daemons raced, or a restart).
+
+        Their waiters are woken to move to the profile's current job; those that nobody holds
+        and that are not running are returned for cancelling. A running duplicate is left to
+        idle reaping: someone may be inside it."""
+        spare = []
+        for profile in {j.profile for j in self.table if j.live}:
+            for dup in self.table.live_for(profile)[1:]:
+                dup.touch()
+                if not dup.leases and not dup.state.is_running:
+                    spare.append(dup)
+        return spare
 
     def _failed(self, why: str) -> None:
         if why != self.error:
@@ -159,3 +178,6 @@ class Watcher:
                 await self.poll_once()
                 polled_at = trio.current_time()
                 self.log_walltime(leads)
+                spare = self.duplicates()
+                if spare and self.on_duplicate is not None:
+                    await self.on_duplicate(spare)

@@ -20,13 +20,20 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
-from islurm.sessionhooks import record, sshd
+from islurm.sessionhooks import jobinfo, record, sshd, terminals
+from islurm.sessionhooks.walltime import WalltimeWarnings, format_left
 
 LISTEN_TIMEOUT = 20.0
 BIND_ATTEMPTS = 5
-GPU_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
-            "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
+GPU_VARS = (
+    "CUDA_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+    "HIP_VISIBLE_DEVICES",
+    "ZE_AFFINITY_MASK",
+)
 HOST_CERT_PRINCIPAL = "islurm"
+END_TIME_RECHECK = 300.0
 
 
 class Stop(Exception):
@@ -39,8 +46,11 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def say(message: str) -> None:
     """A line for the job's log (Slurm's --output)."""
-    print(f"islurm-hook[{os.getpid()}] {time.strftime('%H:%M:%S')} {message}",
-          file=sys.stderr, flush=True)
+    print(
+        f"islurm-hook[{os.getpid()}] {time.strftime('%H:%M:%S')} {message}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def pick_port(preferred: int) -> int:
@@ -59,40 +69,54 @@ def pick_port(preferred: int) -> int:
     raise OSError("no free port")
 
 
-def stderr_lines(proc: subprocess.Popen[bytes], deadline: float | None) -> Iterator[str]:
-    """sshd's stderr, line by line, until EOF or the deadline."""
-    assert proc.stderr is not None
-    fd = proc.stderr.fileno()
-    buf = b""
-    while True:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            return
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            if buf:
-                yield buf.decode("utf-8", "replace")
-            return
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            yield line.decode("utf-8", "replace")
+class LineReader:
+    """sshd's stderr, line by line, each line into the job's log."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        self.fd = proc.stderr.fileno()
+        self.buf = b""
+        self.eof = False
+
+    def lines(self, deadline: float | None) -> Iterator[str]:
+        """Lines until EOF (then `eof` is True) or the monotonic deadline."""
+        self.eof = False
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            if not ready:
+                return
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                if self.buf:
+                    yield self.buf.decode("utf-8", "replace")
+                self.eof = True
+                return
+            self.buf += chunk
+            *lines, self.buf = self.buf.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", "replace")
 
 
-def start_listening(cfg_base: sshd.SshdConfig, cfg_path: str, preferred: int,
-                    binary: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_listening(
+    cfg_base: sshd.SshdConfig, cfg_path: str, preferred: int, binary: str
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start sshd; retry on another port if the chosen one was taken meanwhile."""
     last = ""
     for attempt in range(BIND_ATTEMPTS):
         port = pick_port(preferred if attempt == 0 else 0)
-        cfg = sshd.SshdConfig(port=port, host_key=cfg_base.host_key, user=cfg_base.user,
-                              host_cert=cfg_base.host_cert, env=cfg_base.env)
+        cfg = sshd.SshdConfig(
+            port=port,
+            host_key=cfg_base.host_key,
+            user=cfg_base.user,
+            host_cert=cfg_base.host_cert,
+            env=cfg_base.env,
+        )
         fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(cfg.render())
         proc = sshd.start(binary, cfg_path)
-        for line in stderr_lines(proc, time.monotonic() + LISTEN_TIMEOUT):
+        for line in LineReader(proc).lines(time.monotonic() + LISTEN_TIMEOUT):
             say(f"sshd: {line}")
             last = line
             if "Server listening on" in line:
@@ -117,9 +141,43 @@ def job_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("SLURM_") or k in GPU_VARS}
 
 
+def serve(
+    proc: subprocess.Popen[bytes],
+    job_id: str,
+    profile: str,
+    leads: list[float],
+    end_time: float | None,
+) -> None:
+    """Log sshd's output until it exits; warn the job's terminals before its time limit."""
+    reader = LineReader(proc)
+    warnings = WalltimeWarnings(leads, end_time)
+    recheck = time.time() + END_TIME_RECHECK
+    while True:
+        due = warnings.next_due()
+        wake = None if due is None else min(due, recheck)
+        deadline = None if wake is None else time.monotonic() + max(0.0, wake - time.time())
+        for line in reader.lines(deadline):
+            say(f"sshd: {line}")
+        if reader.eof:
+            return
+        now = time.time()
+        if now >= recheck:  # an admin may have changed the time limit
+            warnings.end_time = jobinfo.end_time(job_id) or warnings.end_time
+            recheck = now + END_TIME_RECHECK
+        left = warnings.fire(now)
+        if left is not None:
+            message = (
+                f"*** islurm: job {job_id} ({profile}) reaches its time limit in "
+                f"{format_left(left)}. Save your work. ***"
+            )
+            count = terminals.write_all(terminals.session_terminals(proc.pid), message)
+            say(f"walltime warning sent to {count} terminal(s): {message}")
+
+
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="islurm-sessionhook",
-                                description="Start the per-job sshd (run by islurm's job).")
+    p = argparse.ArgumentParser(
+        prog="islurm-sessionhook", description="Start the per-job sshd (run by islurm's job)."
+    )
     p.add_argument("--state-dir", required=True)
     p.add_argument("--port-lease", type=int, default=0)
     p.add_argument("--profile", required=True)
@@ -150,20 +208,36 @@ def main(argv: list[str] | None = None) -> int:
         host_pub = sshd.generate_host_key(key, f"islurm-job-{job_id}@{node}")
         cert = None
         ca_key = os.path.join(args.ca_dir, "ca") if args.ca_dir else None
+        end = jobinfo.end_time(job_id)
         if ca_key and os.path.exists(ca_key):
-            cert = sshd.sign_host_key(ca_key, key + ".pub", job_id, HOST_CERT_PRINCIPAL,
-                                      "-5m:+30d")
-        base = sshd.SshdConfig(port=0, host_key=key, user=user, host_cert=cert,
-                               env=job_environment())
-        proc, port = start_listening(base, os.path.join(jobdir, "sshd_config"),
-                                     args.port_lease, sshd.find_sshd())
-        record.write_atomic(record_path, {
-            "version": record.RECORD_VERSION, "job_id": job_id, "node": node, "host": node,
-            "port": port, "pid": proc.pid, "user": user, "host_key": host_pub,
-            "profile": args.profile, "started": time.time()})
+            # Valid for this job's lifetime only (plus a little clock skew either side).
+            until = time.strftime("%Y%m%d%H%M%S", time.localtime(end + 300)) if end else "+1d"
+            cert = sshd.sign_host_key(
+                ca_key, key + ".pub", job_id, HOST_CERT_PRINCIPAL, f"-5m:{until}"
+            )
+        base = sshd.SshdConfig(
+            port=0, host_key=key, user=user, host_cert=cert, env=job_environment()
+        )
+        proc, port = start_listening(
+            base, os.path.join(jobdir, "sshd_config"), args.port_lease, sshd.find_sshd()
+        )
+        record.write_atomic(
+            record_path,
+            {
+                "version": record.RECORD_VERSION,
+                "job_id": job_id,
+                "node": node,
+                "host": node,
+                "port": port,
+                "pid": proc.pid,
+                "user": user,
+                "host_key": host_pub,
+                "profile": args.profile,
+                "started": time.time(),
+            },
+        )
         say(f"ready: sshd pid {proc.pid} on {node}:{port}")
-        for line in stderr_lines(proc, None):
-            say(f"sshd: {line}")
+        serve(proc, job_id, args.profile, args.warn_before, end)
         proc.wait()
         say(f"sshd exited with code {proc.returncode}")
         record.write_atomic(error_path, {"message": f"sshd exited with code {proc.returncode}"})

@@ -31,8 +31,22 @@ def generate_host_key(path: str, comment: str) -> str:
 
 def sign_host_key(ca_key: str, pub_path: str, job_id: str, principal: str, validity: str) -> str:
     """Sign the job's host key with the user's CA; returns the certificate's path."""
-    run(["ssh-keygen", "-q", "-s", ca_key, "-h", "-I", f"islurm-job-{job_id}",
-         "-n", principal, "-V", validity, pub_path])
+    run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-s",
+            ca_key,
+            "-h",
+            "-I",
+            f"islurm-job-{job_id}",
+            "-n",
+            principal,
+            "-V",
+            validity,
+            pub_path,
+        ]
+    )
     return pub_path[: -len(".pub")] + "-cert.pub"
 
 
@@ -105,7 +119,9 @@ def start(sshd: str, config_path: str) -> subprocess.Popen[bytes]:
     """sshd in the foreground (-D), logging to stderr (-e), which the hook reads for readiness."""
     return subprocess.Popen(
         [sshd, "-D", "-e", "-f", config_path],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 

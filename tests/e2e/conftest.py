@@ -157,27 +157,31 @@ class User:
                 raise AssertionError(f"jobs still there: {self.live_jobs()}")
             time.sleep(0.2)
 
-    def daemon_pid(self) -> int | None:
-        lock = Path(f"/tmp/islurm-{self.uid}/islurmd.lock")
+    def daemon_pid(self, sock: str | None = None) -> int | None:
+        """The pid of the user's islurmd serving `sock` (default: the per-user socket)."""
+        sock = sock or f"/tmp/islurm-{self.uid}/islurmd.sock"
+        lock = Path(os.path.splitext(sock)[0] + ".lock")
         try:
             pid = int(lock.read_text().strip() or 0)
         except (FileNotFoundError, ValueError):
             return None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            status = Path(f"/proc/{pid}/status").read_text()
         except FileNotFoundError:
             return None
-        return pid if b"islurm" in cmdline else None
+        zombie = "\nState:\tZ" in status
+        return pid if b"islurm" in cmdline and not zombie else None
 
-    def stop_daemon(self) -> None:
-        pid = self.daemon_pid()
+    def stop_daemon(self, sock: str | None = None) -> None:
+        pid = self.daemon_pid(sock)
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while self.daemon_pid() == pid and time.monotonic() < deadline:
+        while self.daemon_pid(sock) == pid and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self.daemon_pid() == pid:
+        if self.daemon_pid(sock) == pid:
             os.kill(pid, signal.SIGKILL)
 
     def reset(self) -> None:
