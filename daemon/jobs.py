@@ -26,6 +26,7 @@ class Job:
     gres: str = ""
     port: int | None = None
     endpoint: Endpoint | None = None
+    confirmed_at: float = -1e9  # trio time of the last good banner check
     hook_error: str | None = None
     submitted_here: bool = False
     leases: set[str] = field(default_factory=set)

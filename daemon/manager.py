@@ -17,7 +17,7 @@ from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.ports import PortPool
 from islurm.daemon.readiness import confirm, probe_until_ready
-from islurm.daemon.records import RecordStore
+from islurm.daemon.records import Endpoint, RecordStore
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
 from islurm.daemon.slurm.states import JobState
 from islurm.daemon.slurm.submission import HookCommand, job_script, sbatch_options
@@ -26,6 +26,7 @@ from islurm.daemon.watcher import Watcher
 log = structlog.get_logger("islurm.sessions")
 
 HEARTBEAT = 30.0  # re-say "still waiting" this often while nothing changes
+CONFIRM_FRESH = 2.0  # seconds a successful banner check vouches for an endpoint
 SUBMIT_RETRY = 2.0
 
 
@@ -129,7 +130,7 @@ class SessionManager:
         self.watcher.kick()
         try:
             with trio.move_on_after(limit) as scope:
-                job = await self._wait_ready(lease, profile, notify)
+                job, ep = await self._wait_ready(lease, profile, notify)
             if scope.cancelled_caught:
                 await self._give_up(lease, limit, notify)
                 return
@@ -141,8 +142,6 @@ class SessionManager:
             return
         finally:
             self.watcher.waiting -= 1
-        assert job.endpoint is not None
-        ep = job.endpoint
         notify(
             "session.ready",
             {
@@ -187,19 +186,30 @@ class SessionManager:
             },
         )
 
-    async def _wait_ready(self, lease: Lease, profile: Profile, notify: Notify) -> Job:
+    async def _wait_ready(
+        self, lease: Lease, profile: Profile, notify: Notify
+    ) -> tuple[Job, Endpoint]:
         t0 = trio.current_time()
         said: tuple[str, float] = ("", -HEARTBEAT)  # (message without the clock, when said)
         while True:
             job = await self._job_for(lease, profile, notify)
             self._bind(lease, job)
-            if job.endpoint is not None:
-                if await confirm(job.endpoint):
-                    return job
+            endpoint = job.endpoint
+            if endpoint is not None:
+                # One banner check vouches for the endpoint briefly: 32 connects at once must
+                # not hit the job's sshd with 32 probes.
+                fresh = trio.current_time() - job.confirmed_at < CONFIRM_FRESH
+                if fresh:
+                    return job, endpoint
+                if await confirm(endpoint):
+                    job.confirmed_at = trio.current_time()
+                    return job, endpoint
                 # Stale: the job's sshd went away between polls. Ask Slurm again.
-                log.info("job.endpoint_stale", job_id=job.job_id)
-                job.endpoint = None
-                self.watcher.kick()
+                if job.endpoint is endpoint:
+                    log.info("job.endpoint_stale", job_id=job.job_id)
+                    job.endpoint = None
+                    self.watcher.kick()
+                continue
             if job.hook_error:
                 raise RpcFault(
                     Code.HOOK_FAILED, f"job {job.job_id}: sshd did not start: {job.hook_error}"
@@ -231,8 +241,9 @@ class SessionManager:
         if bound is not None and bound is current:
             return bound
         if bound is not None and bound.hook_error:
-            raise RpcFault(Code.HOOK_FAILED,
-                           f"job {bound.job_id}: sshd did not start: {bound.hook_error}")
+            raise RpcFault(
+                Code.HOOK_FAILED, f"job {bound.job_id}: sshd did not start: {bound.hook_error}"
+            )
         if bound is not None and not bound.live and lease.submitted and current is None:
             raise RpcFault(
                 Code.JOB_ENDED,

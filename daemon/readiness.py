@@ -54,6 +54,7 @@ async def probe_until_ready(
                 endpoint = records.read(job.job_id)
                 if endpoint is not None and await confirm(endpoint):
                     job.endpoint = endpoint
+                    job.confirmed_at = trio.current_time()
                     job.node = job.node or endpoint.node
                     log.info("job.ready", job_id=job.job_id, host=endpoint.host, port=endpoint.port)
                     job.touch()

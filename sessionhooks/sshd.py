@@ -98,6 +98,10 @@ class SshdConfig:
             "PrintMotd no",
             "PrintLastLog no",
             "ClientAliveInterval 60",
+            # VS Code and parallel tools open many connections at once; the default 10:30:100
+            # would drop some of them before they authenticate.
+            "MaxStartups 200:30:400",
+            "MaxSessions 100",
             "LogLevel INFO",
             "Subsystem sftp internal-sftp",
         ]

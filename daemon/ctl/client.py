@@ -81,8 +81,9 @@ class Client:
                 continue  # a notification meant for a follow-up; callers wait for those
             if "error" in msg:
                 err = msg["error"]
-                raise RpcError(int(err.get("code", -32603)), str(err.get("message")),
-                               err.get("data"))
+                raise RpcError(
+                    int(err.get("code", -32603)), str(err.get("message")), err.get("data")
+                )
             return msg.get("result")
 
     def wait_notification(self, method: str) -> dict[str, Any]:

@@ -56,8 +56,12 @@ def _call(args: argparse.Namespace, method: str, **params: Any) -> Any:
         try:
             return client.call(method, **params)
         except RpcError as exc:
-            raise Fail(RPC_TO_EXIT.get(Code(exc.code), EXIT["error"]) if exc.code in
-                       Code._value2member_map_ else EXIT["error"], exc.message) from None
+            raise Fail(
+                RPC_TO_EXIT.get(Code(exc.code), EXIT["error"])
+                if exc.code in Code._value2member_map_
+                else EXIT["error"],
+                exc.message,
+            ) from None
         except DaemonUnreachable as exc:
             raise Fail(EXIT["daemon_unreachable"], str(exc)) from None
 
@@ -65,11 +69,17 @@ def _call(args: argparse.Namespace, method: str, **params: Any) -> Any:
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     if not rows:
         return ""
-    cells = [[h for h, _ in columns]] + [[str(r.get(k, "") or "-") for _, k in columns]
-                                          for r in rows]
+    cells = [[h for h, _ in columns]] + [
+        [str(r.get(k, "") or "-") for _, k in columns] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in cells) + "\n"
+    return (
+        "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in cells
+        )
+        + "\n"
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -79,10 +89,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif not jobs:
         print("no islurm jobs")
     else:
-        print(_table(jobs, [("JOBID", "job_id"), ("PROFILE", "profile"), ("STATE", "state"),
-                            ("NODE", "node"), ("USED", "time_used"), ("LEFT", "time_left"),
-                            ("SESSIONS", "sessions"), ("CONTAINER", "container"),
-                            ("REASON", "reason")]), end="")
+        print(
+            _table(
+                jobs,
+                [
+                    ("JOBID", "job_id"),
+                    ("PROFILE", "profile"),
+                    ("STATE", "state"),
+                    ("NODE", "node"),
+                    ("USED", "time_used"),
+                    ("LEFT", "time_left"),
+                    ("SESSIONS", "sessions"),
+                    ("CONTAINER", "container"),
+                    ("REASON", "reason"),
+                ],
+            ),
+            end="",
+        )
     return 0
 
 
@@ -117,8 +140,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return 0
     w = status.get("watcher", {})
-    print(f"islurmd {status['version']} (pid {status['pid']}, up {status['uptime']:.0f} s, "
-          f"{status['mode']} mode)")
+    print(
+        f"islurmd {status['version']} (pid {status['pid']}, up {status['uptime']:.0f} s, "
+        f"{status['mode']} mode)"
+    )
     for key in ("socket", "config", "state_dir", "log"):
         print(f"  {key + ':':11}{status[key]}")
     slurm = w.get("error") or "ok"
@@ -164,8 +189,11 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
     from islurm.sessionhooks.sshd import ensure_ca
 
     if not args.local and not args.login:
-        raise Fail(EXIT["usage"], "give --login HOST (config for your laptop) or --local "
-                   "(config used on the login node itself)")
+        raise Fail(
+            EXIT["usage"],
+            "give --login HOST (config for your laptop) or --local "
+            "(config used on the login node itself)",
+        )
     try:
         settings = load_settings(args.config or paths.config_file())
     except ConfigError as exc:
@@ -187,8 +215,12 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
         proxy = ProxySpec(login=args.login)
     print(render(profiles, proxy, known, args.user), end="")
     if not args.local:
-        print(f"# Put this line in {known} on your laptop (islurmctl known-hosts prints it):\n"
-              f"# {known_hosts_line(ca_pub)}", end="", file=sys.stderr)
+        print(
+            f"# Put this line in {known} on your laptop (islurmctl known-hosts prints it):\n"
+            f"# {known_hosts_line(ca_pub)}",
+            end="",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -201,15 +233,17 @@ def _local_shim_command() -> tuple[str, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="islurmctl", description="Manage your islurm sessions (interactive SSH sessions "
-        "in Slurm jobs).", epilog="Exit codes: " + ", ".join(f"{v} {k}" for k, v in
-                                                           EXIT.items()))
+        prog="islurmctl",
+        description="Manage your islurm sessions (interactive SSH sessions in Slurm jobs).",
+        epilog="Exit codes: " + ", ".join(f"{v} {k}" for k, v in EXIT.items()),
+    )
     p.add_argument("--socket", help="islurmd's socket (default: the per-user one)")
     p.add_argument("--config", help="config file (default: ~/.config/islurm/config.toml)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str,
-            json_flag: bool = True) -> argparse.ArgumentParser:
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help_: str, json_flag: bool = True
+    ) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.set_defaults(fn=fn)
         if json_flag:
@@ -224,8 +258,11 @@ def _parser() -> argparse.ArgumentParser:
     add("profiles", cmd_profiles, "show the resolved profiles")
     s = add("ssh-config", cmd_ssh_config, "print ssh config blocks for the profiles", False)
     s.add_argument("--login", help="login node host name as your laptop reaches it")
-    s.add_argument("--local", action="store_true",
-                   help="config for use on the login node itself (runs the shim directly)")
+    s.add_argument(
+        "--local",
+        action="store_true",
+        help="config for use on the login node itself (runs the shim directly)",
+    )
     s.add_argument("--user", help="cluster user name, if different from the laptop's")
     s.add_argument("--known-hosts", help="known_hosts file the config points at")
     s.add_argument("--profile", action="append", help="only this profile (repeatable)")

@@ -76,6 +76,13 @@ def build_methods(
         ctx.after_reply(functools.partial(manager.attach, lease, jid, ctx.notify))
         return Success({"lease": lease.id})
 
+    def check(ctx: Connection, job_id: object) -> Result:
+        """A shim whose node hung up asks: poll Slurm now (session.ended follows if it ended)."""
+        jid = _str("job_id", job_id, max_len=32)
+        manager.watcher.kick()
+        job = manager.table.get(jid)
+        return Success({"job_id": jid, "state": job.state.value if job else "UNKNOWN"})
+
     def list_(ctx: Connection) -> Result:
         return Success({"jobs": manager.describe()})
 
@@ -101,6 +108,7 @@ def build_methods(
     raw: dict[str, Method] = {
         "session.acquire": acquire,
         "session.attach": attach,
+        "session.check": check,
         "session.list": list_,
         "session.cancel": cancel,
         "daemon.status": daemon_status,
