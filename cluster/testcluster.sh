@@ -432,6 +432,30 @@ hosts_remove() {
     unrecord "hosts $HOSTS_LINE"
 }
 
+# ---------------------------------------------------------------- /dev/pts
+# Compute nodes mount devpts with gid=5 (tty),mode=620, as Debian does. Without it an
+# unprivileged sshd cannot hand a pty to the user (it must chown it to group tty: fatal).
+# Some VMs mount it mode=600 with no gid; make this machine look like a real node.
+
+devpts_fix() {
+    local opts
+    opts=$(awk '$2 == "/dev/pts" && $3 == "devpts" { print $4; exit }' /proc/mounts)
+    [[ -n $opts ]] || return 0
+    [[ ,$opts, == *,gid=5,* ]] && return 0
+    mount -o remount,gid=5,mode=620 /dev/pts || die "cannot remount /dev/pts with gid=5,mode=620"
+    record "devpts $opts"
+}
+
+devpts_restore() {
+    local line old mode
+    [[ -f $CREATED ]] || return 0
+    line=$(grep '^devpts ' "$CREATED" | head -n1) || return 0
+    old=${line#devpts }
+    mode=$(tr ',' '\n' <<<"$old" | grep '^mode=' || echo mode=600)
+    mount -o "remount,gid=0,$mode" /dev/pts || log "warning: could not restore /dev/pts ($old)"
+    unrecord "$line"
+}
+
 # ---------------------------------------------------------------- slurm daemons
 
 wait_ctld_up() {
@@ -610,6 +634,7 @@ cmd_up() {
     start_munge
     write_conf
     hosts_add
+    devpts_fix
 
     start_ctld -c
     for node in "${NODES[@]}"; do start_slurmd "$node"; done
@@ -625,6 +650,7 @@ do_down() {
     cancel_all_jobs
     stop_procs "${ALL_PROCS[@]}"
     hosts_remove
+    devpts_restore
     restore_conf "$SLURM_CONF_FILE"
     restore_conf "$GRES_CONF_FILE"
     if recorded "policy-rc.d $POLICY_RC"; then

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import os
 import pty
 import select
@@ -132,8 +133,9 @@ def test_idle_grace_reaps_the_job_only_after_the_last_session(user: User, tmp_pa
     _wait_for(lambda: not user.live_jobs(), 30, "the idle job to be cancelled")
     took = time.monotonic() - ended
     assert 3.0 < took < 15.0, took
-    states = {j["job_id"]: j["state"] for j in user.jobs(all_states=True)}
-    assert states[job_id] == "CANCELLED"
+    log = open(f"{user.home}/.local/state/islurm/log/islurmd.log").read()
+    reaped = [json.loads(ln) for ln in log.splitlines() if '"job.idle_reaped"' in ln]
+    assert [(r["job_id"], r["grace"]) for r in reaped] == [(job_id, 5.0)]
 
 
 def test_job_environment_reaches_the_ssh_session(user: User) -> None:
