@@ -1,0 +1,223 @@
+"""The Slurm poll loop (daemon/watcher.py): intervals, failed polls, idle reaping, races with
+submission. Virtual time throughout (autojump_clock)."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+import trio
+from islurm.daemon import manager, readiness
+from islurm.daemon.jobs import JobTable
+from islurm.daemon.records import Endpoint, RecordStore
+from islurm.daemon.slurm.client import SlurmError
+from islurm.daemon.slurm.states import JobState
+from islurm.daemon.watcher import Watcher
+
+from tests.unit.fakes import (
+    FakeSlurm,
+    Notes,
+    live_daemon,
+    rejected,
+    rows,
+    running_line,
+    squeue_line,
+    unreachable,
+    write_record,
+)
+
+GUARD = 3600
+
+
+@pytest.fixture(autouse=True)
+def banners(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def confirm(endpoint: Endpoint) -> bool:
+        await trio.lowlevel.checkpoint()
+        return True
+
+    monkeypatch.setattr(readiness, "confirm", confirm)
+    monkeypatch.setattr(manager, "confirm", confirm, raising=False)
+
+
+async def no_reap(job: object) -> None:
+    raise AssertionError(f"nothing should be reaped here: {job!r}")
+
+
+async def test_failed_poll_keeps_the_last_state_and_says_why(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    slurm = FakeSlurm().script(
+        "query",
+        rows(running_line("4242")),
+        unreachable(),
+        rejected("squeue: error: Invalid user: nobody"),
+        rows(running_line("4242", node="node-7")),
+    )
+    table = JobTable()
+    watcher = Watcher(slurm, table, RecordStore(str(tmp_path)), 0.5, 30, lambda p: 0, no_reap)
+    await watcher.poll_once()
+    job = table.get("4242")
+    assert (job.state, job.node, watcher.error) == (JobState.RUNNING, "node-1", None)
+
+    await watcher.poll_once()
+    assert table.get("4242") is job
+    assert (job.state, job.node) == (JobState.RUNNING, "node-1")
+    assert watcher.status()["error"] == (
+        "Slurm controller unreachable: slurm_load_jobs error: "
+        "Unable to contact slurm controller (connect failure)"
+    )
+
+    await watcher.poll_once()
+    assert job.state is JobState.RUNNING
+    assert watcher.error == "squeue failed: squeue: error: Invalid user: nobody"
+
+    await watcher.poll_once()
+    assert (job.node, watcher.error, watcher.status()["polls"]) == ("node-7", None, 4)
+
+
+async def test_idle_daemon_polls_at_poll_idle(tmp_path: Path, autojump_clock: object) -> None:
+    slurm = FakeSlurm().always("query", [])
+    async with live_daemon(tmp_path, slurm) as (daemon, _, _nursery):
+        await trio.sleep(599)  # polls at 0, 30, ..., 570
+        assert len(slurm.of("query")) == 20
+        assert daemon.watcher.status()["interval"] == 30
+
+
+async def test_a_waiting_connect_polls_at_poll_busy(tmp_path: Path, autojump_clock: object) -> None:
+    slurm = FakeSlurm().always("query", rows(squeue_line("4242")))
+    async with live_daemon(tmp_path, slurm) as (daemon, _, nursery):
+        nursery.start_soon(daemon.manager.acquire, daemon.manager.new_lease("cpu"), Notes())
+        await trio.sleep(10.2)
+        times = [c.at for c in slurm.of("query")]
+    assert 19 <= len(times) <= 22
+    assert min(b - a for a, b in itertools.pairwise(times[1:])) >= 0.5
+
+
+async def test_held_sessions_do_not_speed_up_polling(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    slurm = FakeSlurm().always("query", rows(running_line("4242")))
+    async with live_daemon(tmp_path, slurm) as (daemon, state, nursery):
+        write_record(state, "4242")
+        flows = [Notes() for _ in range(20)]
+        for notes in flows:
+            nursery.start_soon(daemon.manager.acquire, daemon.manager.new_lease("cpu"), notes)
+        with trio.fail_after(GUARD):
+            for notes in flows:
+                await notes.wait_for("session.ready")
+        before = len(slurm.of("query"))
+        await trio.sleep(599)
+        during = len(slurm.of("query")) - before
+        assert len(daemon.table.get("4242").leases) == 20
+    assert 19 <= during <= 20
+
+
+async def test_idle_job_is_cancelled_after_grace_and_not_while_leased(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    slurm = FakeSlurm().always("query", rows(running_line("4242")))
+    cancelled_at: list[float] = []
+
+    def scancel(job_ids: list[str]) -> None:
+        cancelled_at.append(trio.current_time())
+        slurm.always("query", rows(squeue_line("4242", state="CANCELLED", reason="None")))
+
+    slurm.script("cancel", scancel)
+    config = '[defaults]\nidle_grace = "5s"\n'
+    async with live_daemon(tmp_path, slurm, config) as (daemon, state, nursery):
+        write_record(state, "4242")
+        lease, notes = daemon.manager.new_lease("cpu"), Notes()
+        with trio.CancelScope() as flow:
+            nursery.start_soon(daemon.manager.acquire, lease, notes)
+            with trio.fail_after(GUARD):
+                await notes.wait_for("session.ready")
+            await trio.sleep(100)
+            assert cancelled_at == []
+            flow.cancel()
+        daemon.manager.release(lease.id)  # the connection closed
+        released = trio.current_time()
+        await trio.sleep(60)
+    assert len(cancelled_at) == 1
+    assert cancelled_at[0] - released == pytest.approx(5, abs=0.01)
+    assert [c.args for c in slurm.of("cancel")] == [(["4242"],)]
+    assert not daemon.table.get("4242").live
+
+
+async def test_poll_begun_before_a_submission_does_not_lose_the_new_job(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async def slow_sbatch(options: list[str], script: str) -> str:
+        await trio.sleep(1.0)  # a busy controller: the watcher's next poll starts meanwhile
+        slurm.always("query", rows(squeue_line("4242")))
+        return "4242"
+
+    async def squeue_snapshot_before_the_job() -> list[object]:
+        await trio.sleep(0.6)  # answers after sbatch returned, with what it saw at 0.5 s
+        return []
+
+    slurm = FakeSlurm().script("query", [], squeue_snapshot_before_the_job)
+    slurm.script("submit", slow_sbatch)
+    async with live_daemon(tmp_path, slurm) as (daemon, state, nursery):
+        notes = Notes()
+        nursery.start_soon(daemon.manager.acquire, daemon.manager.new_lease("cpu"), notes)
+        with trio.fail_after(GUARD):
+            await notes.wait_for("session.progress", lambda p: p.get("state") == "PENDING")
+            await trio.sleep(2)  # the stale answer has been applied by now
+            assert notes.of("session.failed") == []
+            assert daemon.table.get("4242").live
+            slurm.always("query", rows(running_line("4242")))
+            write_record(state, "4242")
+            await notes.wait_for("session.ready")
+    assert [c.at for c in slurm.of("query")][:3] == [0, 0.5, 1.6]  # the scenario happened
+    assert len(slurm.of("submit")) == 1
+
+
+async def test_job_vanishing_from_squeue_ends_its_session(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    slurm = FakeSlurm().always("query", rows(running_line("4242")))
+    async with live_daemon(tmp_path, slurm) as (daemon, state, _nursery):
+        write_record(state, "4242")
+        notes = Notes()
+        with trio.fail_after(GUARD):
+            async with trio.open_nursery() as flow:
+                flow.start_soon(daemon.manager.acquire, daemon.manager.new_lease("cpu"), notes)
+                await notes.wait_for("session.ready")
+                slurm.always("query", [])  # purged after MinJobAge
+    [ended] = notes.of("session.ended")
+    assert (ended["state"], ended["code"]) == ("GONE", 1003)
+    assert ended["message"] == "job 4242 (cpu) is gone from Slurm; the session is over"
+
+
+async def test_connect_while_slurm_is_down_at_start_says_so_then_proceeds(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    slurm = FakeSlurm().always("query", unreachable())
+    async with live_daemon(tmp_path, slurm) as (daemon, state, nursery):
+        assert not daemon.watcher.synced.is_set()
+        notes = Notes()
+        nursery.start_soon(daemon.manager.acquire, daemon.manager.new_lease("cpu"), notes)
+        with trio.fail_after(GUARD):
+            said = await notes.wait_for("session.progress")
+            assert said["message"].startswith("Slurm controller unreachable: slurm_load_jobs")
+            await trio.sleep(30)
+            assert slurm.of("submit") == []  # never submit blind: a job may already exist
+            slurm.always("query", rows(running_line("4242")))
+            write_record(state, "4242")
+            ready = await notes.wait_for("session.ready")
+    assert ready["job_id"] == "4242"
+
+
+async def test_fake_slurm_replays_its_script_then_fails_loudly() -> None:
+    slurm = FakeSlurm().script("submit", "1", rejected("sbatch: error: nope"))
+    slurm.always("query", [])
+    assert await slurm.submit(["--x"], "script") == "1"
+    with pytest.raises(SlurmError, match="sbatch: error: nope"):
+        await slurm.submit([], "")
+    with pytest.raises(AssertionError, match="unexpected Slurm call: submit"):
+        await slurm.submit(["--again"], "")
+    assert await slurm.query() == await slurm.query() == []
+    slurm.stop("query")
+    with pytest.raises(AssertionError, match="unexpected Slurm call: query"):
+        await slurm.query()
+    assert [c.method for c in slurm.calls] == ["submit"] * 3 + ["query"] * 3
+    assert slurm.unexpected == ["submit(['--again'], '')", "query()"]
