@@ -12,6 +12,7 @@ import select
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from tests.e2e.conftest import Cluster, User
 
@@ -133,7 +134,7 @@ def test_idle_grace_reaps_the_job_only_after_the_last_session(user: User, tmp_pa
     _wait_for(lambda: not user.live_jobs(), 30, "the idle job to be cancelled")
     took = time.monotonic() - ended
     assert 3.0 < took < 15.0, took
-    log = open(f"{user.home}/.local/state/islurm/log/islurmd.log").read()
+    log = Path(f"{user.home}/.local/state/islurm/log/islurmd.log").read_text()
     reaped = [json.loads(ln) for ln in log.splitlines() if '"job.idle_reaped"' in ln]
     assert [(r["job_id"], r["grace"]) for r in reaped] == [(job_id, 5.0)]
 
