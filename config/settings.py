@@ -5,6 +5,7 @@ Everything is validated here, once; a bad file is refused with file:line:key and
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -68,8 +69,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration, got a boolean")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
+        if not 0 <= value < math.inf:  # also refuses NaN
+            raise ValueError(f"a duration must be a finite number >= 0, got {value!r}")
         return float(value)
     if isinstance(value, str):
         m = _DURATION.match(value)
@@ -84,6 +85,14 @@ _SECTIONS: dict[str, set[str]] = {
     "defaults": {"idle_grace", "walltime_warnings", "connect_timeout", "container"},
 }
 _PROFILE_KEYS = {"description", "sbatch", *_SECTIONS["defaults"]}
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _dotted(*parts: str) -> str:
+    """A TOML key path as written in a file: parts that are not bare keys are quoted."""
+    return ".".join(p if _BARE_KEY.match(p) else '"' + p.replace('"', '\\"') + '"' for p in parts)
 
 
 def _builtin() -> dict[str, Any]:
@@ -196,7 +205,7 @@ def _profiles(
     t = _table(raw, "profiles", r)
     out = dict(base)
     for name, body in t.items():
-        prefix = f"profiles.{name}"
+        prefix = _dotted("profiles", name)
         if not PROFILE_NAME.match(name):
             raise r.fail(prefix, "profile names use a-z, 0-9, '-' and '_' (at most 40)")
         if not isinstance(body, dict):
@@ -219,7 +228,10 @@ def _profiles(
 
 
 def _layer(raw: dict[str, Any], r: _Reader, base: Settings) -> Settings:
-    r.check_keys(raw, {*_SECTIONS, "profiles"}, "(top level)")
+    for key in raw:
+        if key not in {*_SECTIONS, "profiles"}:
+            allowed = ", ".join(sorted({*_SECTIONS, "profiles"}))
+            raise r.fail(key, f"unknown table; allowed at the top level: {allowed}")
     dt = _table(raw, "defaults", r)
     r.check_keys(dt, _SECTIONS["defaults"], "defaults")
     new_defaults = Profile(name="", sbatch=(), **_session_options(dt, r, "defaults", base.defaults))
@@ -250,7 +262,10 @@ def load_settings(path: str | None) -> Settings:
         return Settings(
             path or "(built-in)", base.daemon, base.update, base.defaults, base.profiles
         )
-    text = Path(path).read_text("utf-8")
+    try:
+        text = Path(path).read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, None, "(encoding)", f"the file is not UTF-8: {exc}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -116,11 +116,19 @@ def build_methods(
     return {name: _guarded(fn) for name, fn in raw.items()}
 
 
+def _strict_dumps(obj: Any) -> str:
+    return json.dumps(obj, allow_nan=False)
+
+
 def make_dispatch(methods: dict[str, Method]) -> Callable[[str, Connection], str]:
     def run(text: str, conn: Connection) -> str:
         return str(
             dispatch(
-                text, methods=methods, context=conn, deserializer=deserialize, serializer=json.dumps
+                text,
+                methods=methods,
+                context=conn,
+                deserializer=deserialize,
+                serializer=_strict_dumps,
             )
         )
 

@@ -39,10 +39,21 @@ def _check_depth(value: object, limit: int = MAX_DEPTH) -> None:
             stack.extend((child, depth + 1) for child in children)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(value: str) -> float:
+    number = float(value)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"number {value} is out of range")
+    return number
+
+
 def deserialize(text: str) -> Any:
     """json.loads with a nesting bound (a parse error for jsonrpcserver if exceeded)."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise TooDeep("JSON nested too deeply") from None
     _check_depth(value)

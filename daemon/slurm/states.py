@@ -65,6 +65,7 @@ _WAITING = {
     JobState.RESIZING,
     JobState.SUSPENDED,
     JobState.SIGNALING,
+    JobState.STOPPED,  # stopped (SIGSTOP) jobs keep their allocation and may continue
 }
 
 _END_WORDS = {

@@ -190,7 +190,7 @@ def test_typo_key_names_file_line_key_and_the_allowed_keys(
         ('[profiles.cpu]\nsbatch = ["partition=gpu"]\n', 2, "profiles.cpu.sbatch",
          "'partition=gpu' is not an sbatch option"),
         ('\n[profiles."a;touch /tmp/pwned"]\nsbatch = ["-p"]\n', 2,
-         "profiles.a;touch /tmp/pwned", "profile names use a-z"),
+         'profiles."a;touch /tmp/pwned"', "profile names use a-z"),
         ('[profiles.GPU]\nsbatch = ["-p"]\n', 1, "profiles.GPU", "profile names use a-z"),
         ("[profiles.new]\ndescription = 'no sbatch'\n", 1, "profiles.new.sbatch",
          "a new profile needs its sbatch options"),
@@ -232,14 +232,14 @@ def test_typo_in_a_section_name_points_at_its_line(write: Callable[[str | bytes]
     path = write("")
     err = refusal(path, "# settings\n\n[deamon]\npoll_idle = 5\n")
     assert "deamon" in err.key
-    assert "allowed here: daemon, defaults, profiles, update" in err.detail
+    assert "allowed at the top level: daemon, defaults, profiles, update" in err.detail
     assert str(err).startswith(f"{path}:3: ")
 
 
 def test_dotted_profile_name_points_at_its_line(write: Callable[[str | bytes], str]) -> None:
     path = write("")
     err = refusal(path, '# mine\n[profiles."gpu.big"]\nsbatch = ["-p"]\n')
-    assert err.key == "profiles.gpu.big"
+    assert err.key == 'profiles."gpu.big"'
     assert err.line == 2
 
 

@@ -38,7 +38,7 @@ def test_remote_block_goes_through_the_login_node() -> None:
     proxy = ProxySpec(login="login node.example.org")
     block = host_block("cpu", proxy, "/k", user="alice")
     assert option(block, "ProxyCommand") == (
-        'ssh -T -o BatchMode=yes "login node.example.org" islurm-proxy cpu'
+        "ssh -T -o BatchMode=yes 'login node.example.org' islurm-proxy cpu"
     )
     assert "    User alice" in block.splitlines()
 
@@ -46,11 +46,11 @@ def test_remote_block_goes_through_the_login_node() -> None:
 def test_percent_is_doubled_and_spaces_are_quoted() -> None:
     proxy = ProxySpec(login=None, local_command=("/opt/100% tools/islurm-proxy", "--x=%h"))
     block = host_block("cpu", proxy, "/home/a b/100%/known_hosts")
-    assert option(block, "ProxyCommand") == '"/opt/100%% tools/islurm-proxy" --x=%%h cpu'
+    assert option(block, "ProxyCommand") == "'/opt/100%% tools/islurm-proxy' --x=%%h cpu"
     assert option(block, "UserKnownHostsFile") == '"/home/a b/100%%/known_hosts"'
 
 
-@pytest.mark.parametrize("bad", ['/opt/"x"/islurm-proxy', "/opt/a\nHost *", "/opt/a\rb", "a\x00"])
+@pytest.mark.parametrize("bad", ["/opt/a\nHost *", "/opt/a\rb", "a\x00"])
 def test_values_that_cannot_be_written_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="cannot put"):
         host_block("cpu", ProxySpec(login=None, local_command=(bad,)), "/k")
@@ -58,6 +58,13 @@ def test_values_that_cannot_be_written_are_refused(bad: str) -> None:
         host_block("cpu", ProxySpec(login=None, local_command=(SHIM,)), bad)
     with pytest.raises(ValueError, match="cannot put"):
         host_block("cpu", ProxySpec(login=bad), "/k")
+
+
+def test_a_double_quote_is_fine_in_the_proxy_command_but_not_in_a_path_option() -> None:
+    block = host_block("cpu", ProxySpec(login=None, local_command=('/opt/"x"/islurm-proxy',)), "/k")
+    assert option(block, "ProxyCommand") == """'/opt/"x"/islurm-proxy' cpu"""
+    with pytest.raises(ValueError, match="cannot put"):
+        host_block("cpu", ProxySpec(login=None, local_command=(SHIM,)), '/opt/"x"/known')
 
 
 def test_render_has_one_block_per_profile() -> None:

@@ -219,9 +219,9 @@ def test_job_state_parse(text: str, state: JobState) -> None:
 
 
 ENDED = {"COMPLETED", "COMPLETING", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
-         "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "GONE", "REVOKED", "SPECIAL_EXIT", "STOPPED",
+         "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "GONE", "REVOKED", "SPECIAL_EXIT",
          "STAGE_OUT"}  # fmt: skip
-WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED", "SIGNALING"}
+WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED", "SIGNALING", "STOPPED"}
 
 
 @pytest.mark.parametrize("state", list(JobState))
