@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 import trio
+
 from islurm.config import paths
 from islurm.config.settings import ConfigError, Settings, load_settings
 from islurm.daemon import version
@@ -32,6 +33,7 @@ class Options:
     config: str
     state_dir: str
     mode: str  # "on-demand" or "systemd"
+    ca_dir: str | None = None  # the user's SSH CA that signs each job's host key
 
 
 class Daemon:
@@ -53,7 +55,6 @@ class Daemon:
             on_duplicate=self._duplicates,
             on_adopt=self._adopt,
         )
-        ca_dir = os.path.join(paths.config_dir(), "ca")
         self.manager = SessionManager(
             lambda: self.settings,
             self.slurm,
@@ -65,7 +66,7 @@ class Daemon:
                 python=sys.executable,
                 state_dir=opts.state_dir,
                 workdir=os.path.expanduser("~"),
-                ca_dir=ca_dir if os.path.isdir(ca_dir) else None,
+                ca_dir=opts.ca_dir,
             ),
         )
         self.server = RpcServer(

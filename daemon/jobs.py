@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import trio
+
 from islurm.daemon.records import Endpoint
 from islurm.daemon.slurm.parse import SqueueRow
 from islurm.daemon.slurm.states import JobState

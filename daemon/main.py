@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     # jsonrpcserver 5.0.9 warns about importlib.resources on import; nothing we can act on.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="jsonrpcserver")
     import trio
+
     from islurm.config.settings import ConfigError, load_settings
     from islurm.daemon import logs, version
     from islurm.daemon.app import Daemon, Options
@@ -73,7 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"islurmd: cannot listen on {sock}: {exc}", file=sys.stderr)
         log.error("daemon.listen_failed", socket=sock, error=str(exc))
         return 3
-    daemon = Daemon(Options(socket=sock, config=config, state_dir=state, mode=mode), settings)
+    from islurm.sessionhooks.sshd import SshdError, ensure_ca
+
+    ca_dir = os.path.join(paths.config_dir(), "ca")
+    try:
+        ensure_ca(ca_dir)  # created on first use; jobs sign their host keys with it
+    except (SshdError, OSError) as exc:
+        print(f"islurmd: cannot create the SSH CA in {ca_dir}: {exc}", file=sys.stderr)
+        log.error("daemon.ca_failed", ca_dir=ca_dir, error=str(exc))
+        return 3
+    opts = Options(socket=sock, config=config, state_dir=state, mode=mode, ca_dir=ca_dir)
+    daemon = Daemon(opts, settings)
     try:
         trio.run(daemon.run, listener)
     finally:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import structlog
 import trio
+
 from islurm.config import paths
 from islurm.config.settings import Profile, Settings
 from islurm.daemon.errors import Code, RpcFault

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import structlog
 import trio
+
 from islurm.daemon.jobs import Job
 from islurm.daemon.records import Endpoint, RecordStore
 

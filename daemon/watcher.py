@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 import trio
+
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.records import RecordStore
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from jsonrpcserver import Error, InvalidParams, Result, Success, dispatch
+
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.manager import SessionManager
 from islurm.daemon.rpc.server import Connection, deserialize
-from jsonrpcserver import Error, InvalidParams, Result, Success, dispatch
 
 log = structlog.get_logger("islurm.rpc")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 import trio
+
 from islurm.daemon.rpc.framing import TooLong, read_lines
 from islurm.daemon.rpc.unix_listener import peer_credentials
 

@@ -10,6 +10,7 @@ import socket as stdsocket
 import struct
 
 import trio
+
 from islurm.config import paths
 
 SD_LISTEN_FDS_START = 3

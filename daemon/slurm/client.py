@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import structlog
 import trio
+
 from islurm.daemon.slurm.parse import (
     SQUEUE_FORMAT,
     SqueueRow,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from islurm.config.settings import ConfigError, Profile, Settings, load_settings, parse_duration
 from islurm.daemon.slurm.submission import sbatch_options
 

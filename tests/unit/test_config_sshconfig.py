@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from islurm.config.sshconfig import ProxySpec, host_block, known_hosts_line, render
 
 KNOWN_HOSTS = "/home/o'brien/.config/islurm/known hosts"

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+
 from islurm.daemon import version
 from islurm.daemon.jobs import Job
 from islurm.daemon.rpc import server as server_module
 from islurm.daemon.rpc import unix_listener
 from islurm.daemon.rpc.framing import read_lines
 from islurm.daemon.slurm.states import JobState
-
 from tests.unit.fakes import FakeSlurm, make_daemon
 
 if TYPE_CHECKING:  # the app module imports jsonrpcserver: tests.unit.fakes does that quietly

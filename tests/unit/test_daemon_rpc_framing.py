@@ -14,9 +14,9 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
 from islurm.daemon.rpc.framing import TooLong, read_lines
 from islurm.daemon.rpc.server import Connection, RpcServer
-
 from tests.unit.fakes import FakeSlurm, build_methods, make_daemon, make_dispatch
 
 

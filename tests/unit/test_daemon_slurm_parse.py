@@ -2,6 +2,7 @@
 output as Slurm 22.05 prints it (`squeue -h -o` with the unit separator, `sbatch --parsable`)."""
 
 import pytest
+
 from islurm.daemon.slurm.parse import (
     SEP,
     SQUEUE_FORMAT,

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from islurm.config.settings import Profile
 from islurm.daemon.slurm.submission import HookCommand, job_name, job_script, sbatch_options
 

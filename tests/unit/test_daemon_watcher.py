@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import trio
+
 from islurm.daemon import manager, readiness
 from islurm.daemon.jobs import JobTable
 from islurm.daemon.records import Endpoint, RecordStore
 from islurm.daemon.slurm.client import SlurmError
 from islurm.daemon.slurm.states import JobState
 from islurm.daemon.watcher import Watcher
-
 from tests.unit.fakes import (
     FakeSlurm,
     Notes,

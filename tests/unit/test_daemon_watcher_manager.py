@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import trio
+
 from islurm.daemon import manager, readiness
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.records import Endpoint
-
 from tests.unit.fakes import (
     HOSTILE_DIR,
     FakeSlurm,
