@@ -9,6 +9,7 @@ from typing import Any
 
 from islurm.daemon.errors import Code
 from islurm.proxyshim import rpc as shim_rpc
+from islurm.proxyshim.splice import ShimError
 
 
 class RpcError(Exception):
@@ -39,11 +40,11 @@ class Client:
             s.close()
             if not start:
                 raise DaemonUnreachable(f"no islurmd at {self.path}: {exc}") from None
-        try:
-            fd = shim_rpc.connect_or_start(self.path)
-        except shim_rpc.DaemonError as exc:
-            raise DaemonUnreachable(str(exc)) from None
-        s = socket.socket(fileno=fd)
+        try:  # the shim's way: start islurmd on demand, check it runs as us
+            conn = shim_rpc.connect(self.path)
+        except ShimError as exc:
+            raise DaemonUnreachable(exc.message) from None
+        s = socket.socket(fileno=conn.sock.detach())
         s.setblocking(True)
         s.settimeout(self.timeout)
         return s

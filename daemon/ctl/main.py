@@ -159,7 +159,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config or paths.config_file())
-    except ConfigError as exc:
+    except (ConfigError, OSError) as exc:
         raise Fail(EXIT["config_invalid"], str(exc)) from None
     profiles = {n: asdict(p) for n, p in sorted(settings.profiles.items())}
     if args.json:
@@ -196,7 +196,7 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
         )
     try:
         settings = load_settings(args.config or paths.config_file())
-    except ConfigError as exc:
+    except (ConfigError, OSError) as exc:
         raise Fail(EXIT["config_invalid"], str(exc)) from None
     profiles = args.profile or sorted(settings.profiles)
     unknown = [p for p in profiles if p not in settings.profiles]

@@ -48,27 +48,42 @@ class Cluster:
     dir: str
 
     def script(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", str(CLUSTER), *args], capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            ["bash", str(CLUSTER), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     if os.geteuid() != 0:
         pytest.fail("the real tier runs as root: it installs and starts Slurm (make test)")
-    was_up = subprocess.run(["bash", str(CLUSTER), "status"], capture_output=True,
-                            check=False).returncode == 0
-    up = subprocess.run(["bash", str(CLUSTER), "up"], capture_output=True, text=True,
-                        timeout=1200, check=False)
+    was_up = (
+        subprocess.run(
+            ["bash", str(CLUSTER), "status"], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+    up = subprocess.run(
+        ["bash", str(CLUSTER), "up"], capture_output=True, text=True, timeout=1200, check=False
+    )
     if up.returncode != 0:
         pytest.fail(f"the Slurm test cluster did not come up:\n{up.stdout}\n{up.stderr}")
-    listing = subprocess.run(["bash", str(CLUSTER), "env"], capture_output=True, text=True,
-                             check=True).stdout
-    env = dict(w.split("=", 1) for line in listing.splitlines() for w in shlex.split(line)
-               if "=" in w)
-    c = Cluster(user=env["ISLURM_TEST_USER"], user2=env["ISLURM_TEST_USER2"],
-                nodes=tuple(env["ISLURM_TEST_NODES"].split()),
-                dir=env["ISLURM_TEST_CLUSTER_DIR"])
+    listing = subprocess.run(
+        ["bash", str(CLUSTER), "env"], capture_output=True, text=True, check=True
+    ).stdout
+    env = dict(
+        w.split("=", 1) for line in listing.splitlines() for w in shlex.split(line) if "=" in w
+    )
+    c = Cluster(
+        user=env["ISLURM_TEST_USER"],
+        user2=env["ISLURM_TEST_USER2"],
+        nodes=tuple(env["ISLURM_TEST_NODES"].split()),
+        dir=env["ISLURM_TEST_CLUSTER_DIR"],
+    )
     yield c
     if not was_up:
         c.script("down")
@@ -76,9 +91,20 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def product(cluster: Cluster) -> str:
-    r = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "e2e-install",
-                        f"E2E_PREFIX={E2E_PREFIX}"], capture_output=True, text=True,
-                       timeout=900, check=False)
+    r = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(REPO),
+            "e2e-install",
+            f"E2E_PREFIX={E2E_PREFIX}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     if r.returncode != 0:
         pytest.fail(f"installing islurm for the test user failed:\n{r.stdout}\n{r.stderr}")
     return E2E_PREFIX
@@ -93,30 +119,57 @@ class User:
 
     @property
     def home(self) -> str:
-        return subprocess.run(["getent", "passwd", self.name], capture_output=True, text=True,
-                              check=True).stdout.split(":")[5]
+        return subprocess.run(
+            ["getent", "passwd", self.name], capture_output=True, text=True, check=True
+        ).stdout.split(":")[5]
 
     @property
     def uid(self) -> int:
-        return int(subprocess.run(["id", "-u", self.name], capture_output=True, text=True,
-                                  check=True).stdout)
+        return int(
+            subprocess.run(
+                ["id", "-u", self.name], capture_output=True, text=True, check=True
+            ).stdout
+        )
 
     @property
     def ssh_config(self) -> str:
         return f"{self.home}/.ssh/islurm_config"
 
     def argv(self, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
-        base = {"HOME": self.home, "USER": self.name, "LOGNAME": self.name, "LANG": "C.UTF-8",
-                "PATH": f"{self.prefix}/bin:/usr/bin:/bin"}
+        base = {
+            "HOME": self.home,
+            "USER": self.name,
+            "LOGNAME": self.name,
+            "LANG": "C.UTF-8",
+            "PATH": f"{self.prefix}/bin:/usr/bin:/bin",
+        }
         base.update(env or {})
-        return ["runuser", "-u", self.name, "--", "env", "-i",
-                *(f"{k}={v}" for k, v in base.items()), *argv]
+        return [
+            "runuser",
+            "-u",
+            self.name,
+            "--",
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in base.items()),
+            *argv,
+        ]
 
-    def run(self, argv: list[str], timeout: float = 120, input: bytes | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(self.argv(argv, env), capture_output=True, timeout=timeout,
-                              input=input, check=False,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+    def run(
+        self,
+        argv: list[str],
+        timeout: float = 120,
+        input: bytes | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            self.argv(argv, env),
+            capture_output=True,
+            timeout=timeout,
+            input=input,
+            check=False,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
 
     def popen(self, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
         return subprocess.Popen(self.argv(argv), **kw)  # type: ignore[call-overload]
@@ -124,8 +177,9 @@ class User:
     def ssh_argv(self, host: str, command: str) -> list[str]:
         return ["ssh", "-F", self.ssh_config, "-o", "BatchMode=yes", host, command]
 
-    def ssh(self, host: str, command: str, timeout: float = 180,
-            input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    def ssh(
+        self, host: str, command: str, timeout: float = 180, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         return self.run(self.ssh_argv(host, command), timeout=timeout, input=input)
 
     def islurmctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
@@ -138,13 +192,21 @@ class User:
             argv.append("--states=all")
         out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30)
         keys = ("job_id", "name", "state", "node", "comment")
-        rows = [dict(zip(keys, ln.split("|", 4), strict=True))
-                for ln in out.stdout.splitlines() if ln.strip()]
+        rows = [
+            dict(zip(keys, ln.split("|", 4), strict=True))
+            for ln in out.stdout.splitlines()
+            if ln.strip()
+        ]
         return [r for r in rows if int(r["job_id"]) > self.baseline]
 
     def mark_baseline(self) -> None:
-        out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i"], capture_output=True,
-                             text=True, check=True, timeout=30).stdout.split()
+        out = subprocess.run(
+            ["squeue", "-h", "--states=all", "-o", "%i"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.split()
         self.baseline = max((int(i) for i in out if i.isdigit()), default=0)
 
     def live_jobs(self) -> list[dict[str, str]]:
@@ -194,8 +256,13 @@ class User:
     def prepare(self, config_text: str, tmp_path: Path) -> None:
         cfg = tmp_path / "config.toml"
         cfg.write_text(config_text)
-        r = subprocess.run(["bash", str(PREPARE), self.name, self.prefix, str(cfg)],
-                           capture_output=True, text=True, timeout=60, check=False)
+        r = subprocess.run(
+            ["bash", str(PREPARE), self.name, self.prefix, str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert r.returncode == 0, f"prepare-user failed: {r.stderr}"
 
 

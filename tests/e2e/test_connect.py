@@ -24,8 +24,9 @@ def test_cold_connect_prints_the_compute_node_hostname(user: User) -> None:
 
 
 def test_warm_connect_reuses_the_running_job(user: User) -> None:
-    with user.popen(user.ssh_argv("slurm-cpu", "echo open; cat"),
-                    stdin=-1, stdout=-1, stderr=-1) as first:
+    with user.popen(
+        user.ssh_argv("slurm-cpu", "echo open; cat"), stdin=-1, stdout=-1, stderr=-1
+    ) as first:
         try:
             assert first.stdout is not None and first.stdin is not None
             assert first.stdout.readline() == b"open\n"
@@ -64,8 +65,12 @@ def test_one_gib_arrives_intact_both_ways(user: User) -> None:
         assert count == repeats * 64 * MiB
         assert got.hexdigest() == expected.hexdigest()
         # Up: we stream it in; the node hashes and counts what it received.
-        with user.popen(user.ssh_argv("slurm-cpu", "tee >(wc -c >&2) | sha256sum"),
-                        stdin=-1, stdout=-1, stderr=-1) as up:
+        with user.popen(
+            user.ssh_argv("slurm-cpu", "tee >(wc -c >&2) | sha256sum"),
+            stdin=-1,
+            stdout=-1,
+            stderr=-1,
+        ) as up:
             assert up.stdin is not None
             for _ in range(repeats):
                 up.stdin.write(block)
@@ -86,7 +91,8 @@ def test_list_then_cancel_by_profile_then_a_fresh_job(user: User) -> None:
     assert listed.returncode == 0, listed.stderr
     jobs = json.loads(listed.stdout)
     assert [(j["job_id"], j["profile"], j["state"], j["node"]) for j in jobs] == [
-        (first, "cpu", "RUNNING", "c1")]
+        (first, "cpu", "RUNNING", "c1")
+    ]
     human = user.islurmctl("list").stdout.decode()
     assert first in human and "RUNNING" in human and "cpu" in human
     cancelled = user.islurmctl("cancel", "cpu")
@@ -106,8 +112,20 @@ def test_unknown_profile_fails_fast_without_a_job(user: User) -> None:
     assert b"unknown profile 'nope'" in r.stderr
     assert r.stdout == b""
     assert time.monotonic() - t0 < 30
-    via_ssh = user.run(["ssh", "-F", user.ssh_config, "-o", "ProxyCommand=islurm-proxy nope",
-                        "-o", "BatchMode=yes", "slurm-cpu", "true"], timeout=60)
+    via_ssh = user.run(
+        [
+            "ssh",
+            "-F",
+            user.ssh_config,
+            "-o",
+            "ProxyCommand=islurm-proxy nope",
+            "-o",
+            "BatchMode=yes",
+            "slurm-cpu",
+            "true",
+        ],
+        timeout=60,
+    )
     assert via_ssh.returncode != 0 and b"unknown profile 'nope'" in via_ssh.stderr
     assert user.jobs(all_states=True) == []
 

@@ -61,8 +61,9 @@ def test_daemon_sigkill_loses_no_session_and_no_waiting_connect(user: User) -> N
     assert user.ssh("slurm-cpu", "true").returncode == 0
     job_id = user.live_jobs()[0]["job_id"]
     block = os.urandom(32 * 1024 * 1024)
-    with user.popen(user.ssh_argv("slurm-cpu", "sleep 2; sha256sum"),
-                    stdin=-1, stdout=-1, stderr=-1) as streaming:
+    with user.popen(
+        user.ssh_argv("slurm-cpu", "sleep 2; sha256sum"), stdin=-1, stdout=-1, stderr=-1
+    ) as streaming:
         assert streaming.stdin is not None
         streaming.stdin.write(block[: len(block) // 2])
         pid = user.daemon_pid()
@@ -88,8 +89,9 @@ def test_controller_outage_during_connect_is_reported_and_survived(
     stopped = cluster.script("stop-ctld")
     assert stopped.returncode == 0, stopped.stderr
     try:
-        with user.popen(user.ssh_argv("slurm-cpu", "hostname"), stdout=-1, stderr=-1,
-                        stdin=-3) as proc:
+        with user.popen(
+            user.ssh_argv("slurm-cpu", "hostname"), stdout=-1, stderr=-1, stdin=-3
+        ) as proc:
             time.sleep(20)
             started = cluster.script("start-ctld")
             assert started.returncode == 0, started.stderr
@@ -102,8 +104,9 @@ def test_controller_outage_during_connect_is_reported_and_survived(
 
 
 def test_outside_scancel_ends_the_session_with_a_message(user: User) -> None:
-    with user.popen(user.ssh_argv("slurm-cpu", "echo open; sleep 300"),
-                    stdout=-1, stderr=-1, stdin=-3) as proc:
+    with user.popen(
+        user.ssh_argv("slurm-cpu", "echo open; sleep 300"), stdout=-1, stderr=-1, stdin=-3
+    ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"open\n"
         job_id = user.live_jobs()[0]["job_id"]
@@ -120,10 +123,13 @@ def test_outside_scancel_ends_the_session_with_a_message(user: User) -> None:
 def test_idle_grace_reaps_the_job_only_after_the_last_session(user: User, tmp_path) -> None:  # type: ignore[no-untyped-def]
     user.stop_daemon()
     user.prepare(
-        "[profiles.cpu]\nsbatch = [\"--partition=interactive\", \"--time=00:20:00\"]\n"
-        "idle_grace = \"5s\"\n[daemon]\npoll_busy = 0.25\npoll_idle = 5\n", tmp_path)
-    with user.popen(user.ssh_argv("slurm-cpu", "echo open; sleep 9"),
-                    stdout=-1, stderr=-1, stdin=-3) as proc:
+        '[profiles.cpu]\nsbatch = ["--partition=interactive", "--time=00:20:00"]\n'
+        'idle_grace = "5s"\n[daemon]\npoll_busy = 0.25\npoll_idle = 5\n',
+        tmp_path,
+    )
+    with user.popen(
+        user.ssh_argv("slurm-cpu", "echo open; sleep 9"), stdout=-1, stderr=-1, stdin=-3
+    ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"open\n"
         job_id = user.live_jobs()[0]["job_id"]
@@ -149,8 +155,10 @@ def test_job_environment_reaches_the_ssh_session(user: User) -> None:
 def test_walltime_warning_reaches_an_open_terminal(user: User, tmp_path) -> None:  # type: ignore[no-untyped-def]
     user.stop_daemon()
     user.prepare(
-        "[profiles.cpu]\nsbatch = [\"--partition=interactive\", \"--time=00:01:00\"]\n"
-        "walltime_warnings = [\"50s\"]\n", tmp_path)
+        '[profiles.cpu]\nsbatch = ["--partition=interactive", "--time=00:01:00"]\n'
+        'walltime_warnings = ["50s"]\n',
+        tmp_path,
+    )
     pid, fd = pty.fork()
     if pid == 0:  # child: a real terminal session
         argv = user.argv(["ssh", "-tt", "-F", user.ssh_config, "slurm-cpu", "sleep 60"])
