@@ -39,23 +39,39 @@ class ProxySpec:
         return " ".join(shlex.quote(w).replace("%", "%%") for w in argv)
 
 
-def host_block(profile: str, proxy: ProxySpec, known_hosts: str, user: str | None = None) -> str:
-    lines = [
-        f"Host {HOST_PREFIX}{profile}",
-        f"    ProxyCommand {proxy.command(profile)}",
+def host_options(
+    profile: str, proxy: ProxySpec, known_hosts: str, user: str | None = None
+) -> list[tuple[str, str]]:
+    """The ssh options for one islurm host, in ssh_config spelling."""
+    options = [
+        ("ProxyCommand", proxy.command(profile)),
         # Every job has a new host key, signed by the user's CA for this one principal.
-        f"    HostKeyAlias {CERT_PRINCIPAL}",
-        "    StrictHostKeyChecking yes",
-        f"    UserKnownHostsFile {_escape(known_hosts)}",
-        "    GlobalKnownHostsFile /dev/null",
-        "    CheckHostIP no",
-        "    UpdateHostKeys no",
-        "    ServerAliveInterval 30",
-        "    ServerAliveCountMax 4",
+        ("HostKeyAlias", CERT_PRINCIPAL),
+        ("StrictHostKeyChecking", "yes"),
+        ("UserKnownHostsFile", _escape(known_hosts)),
+        ("GlobalKnownHostsFile", "/dev/null"),
+        ("CheckHostIP", "no"),
+        ("UpdateHostKeys", "no"),
+        ("ServerAliveInterval", "30"),
+        ("ServerAliveCountMax", "4"),
     ]
     if user:
-        lines.append(f"    User {_escape(user)}")
+        options.append(("User", _escape(user)))
+    return options
+
+
+def host_block(profile: str, proxy: ProxySpec, known_hosts: str, user: str | None = None) -> str:
+    lines = [f"Host {HOST_PREFIX}{profile}"]
+    lines += [f"    {k} {v}" for k, v in host_options(profile, proxy, known_hosts, user)]
     return "\n".join(lines) + "\n"
+
+
+def ssh_argv(profile: str, proxy: ProxySpec, known_hosts: str, command: list[str]) -> list[str]:
+    """`ssh` with the host's options on the command line (no config file needed)."""
+    argv = ["ssh"]
+    for key, value in host_options(profile, proxy, known_hosts):
+        argv += ["-o", f"{key}={value}"]
+    return [*argv, f"{HOST_PREFIX}{profile}", *command]
 
 
 def render(

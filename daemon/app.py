@@ -70,7 +70,7 @@ class Daemon:
             ),
         )
         self.server = RpcServer(
-            make_dispatch(build_methods(self.manager, self.status)), self._closed
+            make_dispatch(build_methods(self.manager, self.status, self.reload)), self._closed
         )
 
     def _idle_grace(self, profile: str) -> float:
@@ -112,15 +112,17 @@ class Daemon:
             "ports": len(self.ports.held()),
         }
 
-    def reload(self) -> None:
+    def reload(self) -> str | None:
+        """Re-read the config; a bad one is refused and the last good one stays (the error)."""
         try:
             new = load_settings(self.opts.config)
         except (ConfigError, OSError) as exc:
             log.error("config.reload_refused", error=str(exc), kept=self.settings.path)
-            return
+            return str(exc)
         self.settings = new
         self.watcher.poll_busy, self.watcher.poll_idle = new.daemon.poll_busy, new.daemon.poll_idle
         log.info("config.reloaded", path=new.path, profiles=sorted(new.profiles))
+        return None
 
     async def _signals(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:

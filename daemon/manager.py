@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -123,7 +123,14 @@ class SessionManager:
             self._unbind(lease)
 
     # -- acquire ----------------------------------------------------------------------------
-    async def acquire(self, lease: Lease, notify: Notify, limit: float | None = None) -> None:
+    async def acquire(
+        self,
+        lease: Lease,
+        notify: Notify,
+        limit: float | None = None,
+        extra: tuple[str, ...] = (),
+        on_ready: Callable[[Job], Awaitable[None]] | None = None,
+    ) -> None:
         """Stream progress until the profile's job is ready, then hold the lease until it ends."""
         profile = self.profile(lease.profile)
         limit = limit or profile.connect_timeout
@@ -131,7 +138,7 @@ class SessionManager:
         self.watcher.kick()
         try:
             with trio.move_on_after(limit) as scope:
-                job, ep = await self._wait_ready(lease, profile, notify)
+                job, ep = await self._wait_ready(lease, profile, notify, extra)
             if scope.cancelled_caught:
                 await self._give_up(lease, limit, notify)
                 return
@@ -153,6 +160,8 @@ class SessionManager:
                 "lease": lease.id,
             },
         )
+        if on_ready is not None:
+            await on_ready(job)
         await self._hold(lease, job, notify)
 
     async def attach(self, lease: Lease, job_id: str, notify: Notify) -> None:
@@ -188,12 +197,12 @@ class SessionManager:
         )
 
     async def _wait_ready(
-        self, lease: Lease, profile: Profile, notify: Notify
+        self, lease: Lease, profile: Profile, notify: Notify, extra: tuple[str, ...] = ()
     ) -> tuple[Job, Endpoint]:
         t0 = trio.current_time()
         said: tuple[str, float] = ("", -HEARTBEAT)  # (message without the clock, when said)
         while True:
-            job = await self._job_for(lease, profile, notify)
+            job = await self._job_for(lease, profile, notify, extra)
             self._bind(lease, job)
             endpoint = job.endpoint
             if endpoint is not None:
@@ -236,7 +245,9 @@ class SessionManager:
             with trio.move_on_after(HEARTBEAT):
                 await job.wait_changed()
 
-    async def _job_for(self, lease: Lease, profile: Profile, notify: Notify) -> Job:
+    async def _job_for(
+        self, lease: Lease, profile: Profile, notify: Notify, extra: tuple[str, ...] = ()
+    ) -> Job:
         bound = self.table.get(lease.job_id) if lease.job_id else None
         current = self.table.current(profile.name)
         if bound is not None and bound is current:
@@ -257,7 +268,7 @@ class SessionManager:
             current = self.table.current(profile.name)
             if current is not None:
                 return current
-            return await self._submit(lease, profile, notify)
+            return await self._submit(lease, profile, notify, extra)
 
     async def _until_synced(self, notify: Notify) -> None:
         while not self.watcher.synced.is_set():
@@ -268,13 +279,16 @@ class SessionManager:
             with trio.move_on_after(5):
                 await self.watcher.synced.wait()
 
-    async def _submit(self, lease: Lease, profile: Profile, notify: Notify) -> Job:
+    async def _submit(
+        self, lease: Lease, profile: Profile, notify: Notify, extra: tuple[str, ...] = ()
+    ) -> Job:
         holder = f"submit:{lease.id}"
         port = self.ports.lease(holder)
         options = sbatch_options(
             profile,
             log_path=os.path.join(paths.log_dir(self.hook.state_dir), "job-%j.log"),
             workdir=self.hook.workdir,
+            extra=extra,
         )
         script = job_script(
             HookCommand(
@@ -333,6 +347,48 @@ class SessionManager:
             "session.failed",
             {"code": int(Code.CONNECT_TIMEOUT), "message": message, "job_id": lease.job_id},
         )
+
+    # -- gpuswap -----------------------------------------------------------------------------
+    async def gpuswap(
+        self, lease: Lease, source: Job, release: bool, keep_constraints: bool, notify: Notify
+    ) -> None:
+        """Bring up the GPU profile's session with the CPU job's placement constraints, and
+        release the CPU job once the GPU session is ready if asked to."""
+        extra: tuple[str, ...] = ()
+        if keep_constraints:
+            try:
+                extra = tuple(await self.slurm.constraints(source.job_id))
+            except SlurmError as exc:
+                notify(
+                    "session.failed",
+                    {
+                        "code": int(
+                            Code.SLURM_UNREACHABLE
+                            if isinstance(exc, SlurmUnreachable)
+                            else Code.INTERNAL
+                        ),
+                        "message": f"cannot read job {source.job_id}'s constraints: {exc.message}",
+                    },
+                )
+                return
+            if extra:
+                notify(
+                    "session.progress",
+                    {
+                        "message": f"keeping job {source.job_id}'s constraints: {' '.join(extra)}",
+                        "waited": 0,
+                    },
+                )
+
+        async def released(job: Job) -> None:
+            if release and source.live:
+                await self._cancel_jobs([source], why=f"gpuswap to job {job.job_id}")
+                notify(
+                    "session.progress",
+                    {"message": f"released CPU job {source.job_id}", "waited": 0},
+                )
+
+        await self.acquire(lease, notify, extra=extra, on_ready=released)
 
     # -- cancel, list ----------------------------------------------------------------------
     async def cancel(self, target: str) -> list[str]:

@@ -12,58 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from islurm.config import paths
-from islurm.daemon.errors import Code
+from islurm.daemon.ctl import sessions
+from islurm.daemon.ctl.common import EXIT, RPC_TO_EXIT, Fail, call, connect, exit_for
 
-# CLI exit codes, and which RPC error maps to which.
-EXIT = {
-    "ok": 0,
-    "error": 1,
-    "usage": 2,
-    "daemon_unreachable": 3,
-    "not_found": 4,
-    "slurm_unreachable": 5,
-    "slurm_rejected": 6,
-    "config_invalid": 7,
-}
-RPC_TO_EXIT = {
-    Code.NOT_FOUND: EXIT["not_found"],
-    Code.UNKNOWN_PROFILE: EXIT["not_found"],
-    Code.SLURM_UNREACHABLE: EXIT["slurm_unreachable"],
-    Code.SUBMIT_REJECTED: EXIT["slurm_rejected"],
-    Code.INVALID_PARAMS: EXIT["usage"],
-}
-
-
-class Fail(Exception):
-    def __init__(self, exit_code: int, message: str) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from islurm.daemon.ctl.client import Client, DaemonUnreachable
-
-    try:
-        return Client(args.socket or paths.socket_path())
-    except DaemonUnreachable as exc:
-        raise Fail(EXIT["daemon_unreachable"], str(exc)) from None
-
-
-def _call(args: argparse.Namespace, method: str, **params: Any) -> Any:
-    from islurm.daemon.ctl.client import DaemonUnreachable, RpcError
-
-    with _client(args) as client:
-        try:
-            return client.call(method, **params)
-        except RpcError as exc:
-            raise Fail(
-                RPC_TO_EXIT.get(Code(exc.code), EXIT["error"])
-                if exc.code in Code._value2member_map_
-                else EXIT["error"],
-                exc.message,
-            ) from None
-        except DaemonUnreachable as exc:
-            raise Fail(EXIT["daemon_unreachable"], str(exc)) from None
+__all__ = ["EXIT", "RPC_TO_EXIT", "Fail", "main"]
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
@@ -83,7 +35,7 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    jobs = _call(args, "session.list")["jobs"]
+    jobs = call(args, "session.list")["jobs"]
     if args.json:
         print(json.dumps(jobs, indent=2))
     elif not jobs:
@@ -115,15 +67,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     target = "--all" if args.all else args.target
     if not target:
         raise Fail(EXIT["usage"], "say what to cancel: a profile, a job id, or --all")
-    with _client(args) as client:
+    with connect(args) as rpc:
         try:
-            client.call("session.cancel", target=target)
+            rpc.call("session.cancel", target=target)
         except RpcError as exc:
-            raise Fail(RPC_TO_EXIT.get(Code(exc.code), EXIT["error"]), exc.message) from None
-        done = client.wait_notification("session.cancel.done")
+            raise Fail(exit_for(exc.code), exc.message) from None
+        done = rpc.wait_notification("session.cancel.done")
     if done.get("error"):
         err = done["error"]
-        raise Fail(RPC_TO_EXIT.get(Code(err["code"]), EXIT["error"]), err["message"])
+        raise Fail(exit_for(err["code"]), err["message"])
     ids = done.get("job_ids", [])
     if args.json:
         print(json.dumps({"cancelled": ids}))
@@ -134,8 +86,19 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    result = call(args, "daemon.reload")
+    if args.json:
+        print(json.dumps(result))
+    if result.get("error"):
+        raise Fail(EXIT["config_invalid"], f"{result['error']} (islurmd keeps its previous config)")
+    if not args.json:
+        print(f"islurmd reloaded {result.get('config')}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    status = _call(args, "daemon.status")
+    status = call(args, "daemon.status")
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -202,19 +165,15 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
     unknown = [p for p in profiles if p not in settings.profiles]
     if unknown:
         raise Fail(EXIT["not_found"], f"unknown profile(s): {', '.join(unknown)}")
-    ca_pub = ensure_ca(_ca_dir())
     known = args.known_hosts or os.path.join(paths.config_dir(), "known_hosts")
     if args.local:
-        # Write the CA line where the login node's ssh will read it.
-        os.makedirs(os.path.dirname(known), mode=0o700, exist_ok=True)
-        fd = os.open(known, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(known_hosts_line(ca_pub))
+        sessions.ensure_known_hosts(known)  # where the login node's ssh will read it
         proxy = ProxySpec(login=None, local_command=_local_shim_command())
     else:
         proxy = ProxySpec(login=args.login)
     print(render(profiles, proxy, known, args.user), end="")
     if not args.local:
+        ca_pub = ensure_ca(_ca_dir())
         print(
             f"# Put this line in {known} on your laptop (islurmctl known-hosts prints it):\n"
             f"# {known_hosts_line(ca_pub)}",
@@ -255,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("target", nargs="?", help="profile name or job id")
     c.add_argument("--all", action="store_true", help="cancel every islurm job")
     add("status", cmd_status, "show the daemon's state")
+    add("reload", cmd_reload, "make islurmd re-read its config (a bad one is refused)")
     add("profiles", cmd_profiles, "show the resolved profiles")
     s = add("ssh-config", cmd_ssh_config, "print ssh config blocks for the profiles", False)
     s.add_argument("--login", help="login node host name as your laptop reaches it")
@@ -267,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--known-hosts", help="known_hosts file the config points at")
     s.add_argument("--profile", action="append", help="only this profile (repeatable)")
     add("known-hosts", cmd_known_hosts, "print the @cert-authority line for known_hosts", False)
+    sessions.register(sub)
     h = sub.add_parser("help", help="show help for a command")
     h.add_argument("topic", nargs="?")
     h.set_defaults(fn=None)

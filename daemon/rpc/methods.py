@@ -50,7 +50,9 @@ def _opt_number(name: str, value: object) -> float | None:
 
 
 def build_methods(
-    manager: SessionManager, status: Callable[[], dict[str, Any]]
+    manager: SessionManager,
+    status: Callable[[], dict[str, Any]],
+    reload: Callable[[], str | None] = lambda: "reload is not supported here",
 ) -> dict[str, Method]:
     def acquire(
         ctx: Connection, profile: object, client_pid: object = None, timeout: object = None
@@ -84,6 +86,29 @@ def build_methods(
         job = manager.table.get(jid)
         return Success({"job_id": jid, "state": job.state.value if job else "UNKNOWN"})
 
+    def gpuswap(
+        ctx: Connection,
+        profile: object = "gpu",
+        source: object = "cpu",
+        release_cpu: object = False,
+        keep_constraints: object = True,
+    ) -> Result:
+        target, src = _str("profile", profile, max_len=64), _str("source", source, max_len=64)
+        if not isinstance(release_cpu, bool) or not isinstance(keep_constraints, bool):
+            raise RpcFault(Code.INVALID_PARAMS, "release_cpu and keep_constraints are booleans")
+        manager.profile(target)
+        job = manager.table.get(src) if src.isdigit() else manager.table.current(src)
+        if job is None or not job.live:
+            raise RpcFault(Code.NOT_FOUND, f"no running job for {src} to swap from")
+        lease = manager.new_lease(target)
+        ctx.leases.add(lease.id)
+        ctx.after_reply(
+            functools.partial(
+                manager.gpuswap, lease, job, release_cpu, keep_constraints, ctx.notify
+            )
+        )
+        return Success({"lease": lease.id, "profile": target, "source_job": job.job_id})
+
     def list_(ctx: Connection) -> Result:
         return Success({"jobs": manager.describe()})
 
@@ -106,13 +131,19 @@ def build_methods(
     def daemon_status(ctx: Connection) -> Result:
         return Success(status())
 
+    def daemon_reload(ctx: Connection) -> Result:
+        error = reload()
+        return Success({"error": error, "config": status().get("config")})
+
     raw: dict[str, Method] = {
         "session.acquire": acquire,
         "session.attach": attach,
         "session.check": check,
+        "session.gpuswap": gpuswap,
         "session.list": list_,
         "session.cancel": cancel,
         "daemon.status": daemon_status,
+        "daemon.reload": daemon_reload,
     }
     return {name: _guarded(fn) for name, fn in raw.items()}
 

@@ -13,6 +13,7 @@ from islurm.daemon.slurm.parse import (
     SqueueRow,
     is_controller_unreachable,
     is_invalid_job_id,
+    parse_job_constraints,
     parse_sbatch_parsable,
     parse_squeue,
 )
@@ -55,6 +56,10 @@ class SlurmClient(abc.ABC):
     @abc.abstractmethod
     async def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel jobs; cancelling a job that already ended is not an error."""
+
+    @abc.abstractmethod
+    async def constraints(self, job_id: str) -> list[str]:
+        """sbatch options reproducing a job's placement constraints (for gpuswap)."""
 
     @abc.abstractmethod
     async def test_submit(self, options: Sequence[str]) -> str:
@@ -111,6 +116,10 @@ class SlurmCli(SlurmClient):
         except SlurmError as exc:
             if not is_invalid_job_id(exc.stderr):
                 raise
+
+    async def constraints(self, job_id: str) -> list[str]:
+        out = await self._call([self._cmd("scontrol"), "-o", "show", "job", job_id])
+        return parse_job_constraints(out.strip().splitlines()[0] if out.strip() else out)
 
     async def test_submit(self, options: Sequence[str]) -> str:
         argv = [self._cmd("sbatch"), "--test-only", *options]

@@ -118,3 +118,22 @@ def is_controller_unreachable(stderr: str) -> bool:
 
 def is_invalid_job_id(stderr: str) -> bool:
     return "invalid job id" in stderr.lower()
+
+
+_DETAIL = re.compile(r"(?:^|\s)(ExcNodeList|Features|Partition|NodeList)=(\S*)")
+
+
+def parse_job_constraints(scontrol_line: str) -> list[str]:
+    """sbatch options that carry a job's placement constraints (excluded nodes, features such
+    as the architecture) from `scontrol -o show job ID`, to give a sibling job the same."""
+    fields = {m.group(1): m.group(2) for m in _DETAIL.finditer(scontrol_line)}
+    if "Partition" not in fields:
+        raise SlurmParseError("scontrol show job output", scontrol_line)
+    options = []
+    excluded = fields.get("ExcNodeList", "")
+    if excluded and excluded != "(null)":
+        options.append(f"--exclude={excluded}")
+    features = fields.get("Features", "")
+    if features and features != "(null)":
+        options.append(f"--constraint={features}")
+    return options

@@ -86,7 +86,7 @@ class FakeSlurm(SlurmClient):
     (sync or async) returning either. `script` queues one-shot answers; `always` sets the
     answer used once the queue is empty."""
 
-    METHODS = ("submit", "query", "cancel", "test_submit")
+    METHODS = ("submit", "query", "cancel", "test_submit", "constraints")
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -139,6 +139,9 @@ class FakeSlurm(SlurmClient):
 
     async def test_submit(self, options: Any) -> str:
         return str(await self._answer("test_submit", list(options)))
+
+    async def constraints(self, job_id: str) -> list[str]:
+        return list(await self._answer("constraints", job_id))
 
 
 class Notes:

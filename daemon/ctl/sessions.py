@@ -1,0 +1,141 @@
+"""islurmctl commands that open sessions: `ssh` (a shell in a profile's job) and `gpuswap`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from islurm.config import paths
+from islurm.config.sshconfig import HOST_PREFIX, ProxySpec, ssh_argv
+from islurm.daemon.ctl.common import EXIT, Fail, connect, exit_for
+
+
+def _ssh_to(profile: str, command: list[str]) -> list[str]:
+    """ssh with the host options `islurmctl ssh-config --local` would write (strict CA)."""
+    import islurm.proxyshim.main as shim
+
+    proxy = ProxySpec(
+        login=None, local_command=(sys.executable, "-I", "-S", os.path.abspath(shim.__file__))
+    )
+    known = os.path.join(paths.config_dir(), "known_hosts")
+    return ssh_argv(profile, proxy, known, command)
+
+
+def _exec_ssh(argv: list[str]) -> int:
+    from islurm.daemon.ctl.sshclient import exec_ssh
+
+    try:
+        exec_ssh(argv)
+    except OSError as exc:
+        raise Fail(EXIT["error"], f"cannot run ssh: {exc}") from None
+    return EXIT["error"]  # exec_ssh returns only on failure
+
+
+def ensure_known_hosts(path: str | None = None) -> str:
+    """Write the @cert-authority line for the user's CA (creating the CA on first use)."""
+    from islurm.config.sshconfig import known_hosts_line
+    from islurm.sessionhooks.sshd import ensure_ca
+
+    path = path or os.path.join(paths.config_dir(), "known_hosts")
+    line = known_hosts_line(ensure_ca(os.path.join(paths.config_dir(), "ca")))
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(line)
+    os.replace(tmp, path)
+    return path
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    ensure_known_hosts()
+    return _exec_ssh(_ssh_to(args.profile, args.command))
+
+
+def _follow(rpc: Any, as_json: bool) -> dict[str, Any]:
+    """Relay progress to stderr until the session is ready; the ready params."""
+    while True:
+        msg = rpc.read_message()
+        method, params = msg.get("method"), msg.get("params") or {}
+        if method == "session.progress":
+            if not as_json:
+                print(f"islurm: {params.get('message', '')}", file=sys.stderr)
+        elif method == "session.ready":
+            return dict(params)
+        elif method in ("session.failed", "session.ended"):
+            raise Fail(exit_for(int(params.get("code", 1))), str(params.get("message")))
+
+
+def cmd_gpuswap(args: argparse.Namespace) -> int:
+    from islurm.daemon.ctl.client import RpcError
+
+    with connect(args) as rpc:
+        try:
+            started = rpc.call(
+                "session.gpuswap",
+                profile=args.profile,
+                source=args.source,
+                release_cpu=args.release_cpu,
+                keep_constraints=not args.no_keep_constraints,
+            )
+        except RpcError as exc:
+            raise Fail(exit_for(exc.code), exc.message) from None
+        ready = _follow(rpc, args.json)
+    host = f"{HOST_PREFIX}{args.profile}"
+    summary = {
+        "job_id": ready["job_id"],
+        "node": ready["node"],
+        "profile": args.profile,
+        "host": host,
+        "source_job": started.get("source_job"),
+        "released_cpu": bool(args.release_cpu),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"GPU session ready: job {ready['job_id']} on {ready['node']} (profile {args.profile})."
+        )
+        print(f"Reconnect VS Code (Remote-SSH) to host: {host}")
+    if sys.stdin.isatty() and sys.stdout.isatty() and not args.no_shell and not args.json:
+        return cmd_ssh(argparse.Namespace(profile=args.profile, command=[]))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser(
+        "ssh",
+        help="a shell (or a command) in a profile's job",
+        description="Open a shell in the profile's job (submitting one if "
+        "needed), with strict host-key checking against your islurm CA.",
+    )
+    s.add_argument("profile", nargs="?", default="cpu", help="profile (default: cpu)")
+    s.add_argument("command", nargs=argparse.REMAINDER, help="command to run instead of a shell")
+    s.set_defaults(fn=cmd_ssh)
+    g = sub.add_parser(
+        "gpuswap",
+        help="move from your CPU session to a GPU session",
+        description="Bring up a GPU session that keeps the CPU job's "
+        "constraints (excluded nodes, features such as the architecture); "
+        "open a shell there when run in a terminal.",
+    )
+    g.add_argument("--profile", default="gpu", help="GPU profile (default: gpu)")
+    g.add_argument(
+        "--from", dest="source", default="cpu", help="profile or job id to swap from (default: cpu)"
+    )
+    g.add_argument(
+        "--release-cpu",
+        action="store_true",
+        help="cancel the CPU job once the GPU session is ready",
+    )
+    g.add_argument(
+        "--no-keep-constraints",
+        action="store_true",
+        help="do not carry the CPU job's excluded nodes and features over",
+    )
+    g.add_argument("--no-shell", action="store_true", help="do not open a shell")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+    g.set_defaults(fn=cmd_gpuswap)
