@@ -1,0 +1,175 @@
+"""islurm-proxy PROFILE: the SSH ProxyCommand that lands ssh inside a Slurm job.
+
+Asks islurmd for a ready session (starting the daemon if nobody listens), prints its progress
+on stderr, then splices stdin/stdout with the job's sshd, holding the RPC connection open as
+the lease on the job (docs/PROTOCOL.md §2). Nothing but SSH bytes ever goes to stdout.
+
+Exit status:
+
+    ====  =====================================================================
+    0     the stream ended: the node closed it, or stdout's reader (ssh) left
+    1     internal error (a bug: Python's traceback is on stderr)
+    2     usage error
+    3     islurmd unreachable, could not be started, or broke the protocol
+    4     no session: islurmd refused or failed the acquire (its message shown)
+    5     cannot connect to the node's sshd, or the connection to it failed
+    6     the job ended under the open session
+    ====  =====================================================================
+
+SIGHUP (ssh sends it when it exits) and SIGINT end the shim at once and quietly.
+
+Start-up time counts (it is paid on every ssh): stdlib only, modules imported lazily, no
+`socket`, `json`, `re`, `argparse`, `logging` or `signal`. The generated ssh config runs this
+file directly as ``<venv>/bin/python -I -S <site-packages>/islurm/proxyshim/main.py PROFILE``.
+"""
+
+import os
+import sys
+
+if __name__ == "__main__" and not __package__:
+    # Run as a file under -I -S: site-packages is not on sys.path. It is three levels up,
+    # taken from the path as given: in the dev tree .dev/islurm/proxyshim is a symlink to the
+    # repo's proxyshim/, and resolving it would lose the islurm/ level.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+USAGE = """\
+usage: islurm-proxy [--socket PATH] [--timeout SECONDS] PROFILE
+"""
+
+HELP = (
+    USAGE
+    + """
+SSH ProxyCommand: get a ready session for PROFILE from islurmd (starting it if needed) and
+connect stdin/stdout to the sshd inside the Slurm job. Progress goes to stderr.
+
+options:
+  --socket PATH        islurmd's socket (default: $ISLURM_SOCKET, else
+                       $XDG_RUNTIME_DIR/islurm/islurmd.sock, else /tmp/islurm-UID/islurmd.sock)
+  --timeout SECONDS    give up when no session is ready within SECONDS
+  -h, --help           show this help and exit
+  --version            show the version and exit
+
+exit status: 0 stream ended, 2 usage, 3 islurmd unreachable, 4 no session (islurmd's
+message shown), 5 cannot reach the node, 6 the job ended under the session.
+"""
+)
+
+
+class UsageError(Exception):
+    """Bad command line."""
+
+
+class Options:
+    """The parsed command line."""
+
+    def __init__(self) -> None:
+        self.action = "run"  # or "help", "version"
+        self.profile = ""
+        self.socket: str | None = None
+        self.timeout: float | None = None
+
+
+def parse_args(args: list[str]) -> Options:
+    """Hand-parsed (argparse costs start-up time): [--socket PATH] [--timeout S] PROFILE."""
+    opts = Options()
+    positional: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            positional.extend(args[i:])
+            break
+        if arg in ("-h", "--help"):
+            opts.action = "help"
+            return opts
+        if arg == "--version":
+            opts.action = "version"
+            return opts
+        name, eq, value = arg.partition("=")
+        if name in ("--socket", "--timeout"):
+            if not eq:
+                if i >= len(args):
+                    raise UsageError(f"{name} needs a value")
+                value = args[i]
+                i += 1
+            if name == "--socket":
+                if not value:
+                    raise UsageError("--socket needs a path")
+                opts.socket = value
+            else:
+                opts.timeout = _seconds(value)
+            continue
+        if arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown option {arg}")
+        positional.append(arg)
+    if not positional:
+        raise UsageError("missing PROFILE")
+    if len(positional) > 1:
+        raise UsageError(f"one PROFILE expected, got {len(positional)}: {' '.join(positional)}")
+    if not positional[0]:
+        raise UsageError("PROFILE is empty")
+    opts.profile = positional[0]
+    return opts
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--timeout wants seconds, not {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise UsageError(f"--timeout wants a positive number of seconds, not {text!r}")
+    return value
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("islurm")
+    except Exception:  # metadata not installed next to this copy
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the shim; return its exit status."""
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        os.write(2, f"islurm-proxy: {exc}\n{USAGE}".encode())
+        return 2
+    if opts.action == "help":
+        os.write(1, HELP.encode())
+        return 0
+    if opts.action == "version":
+        os.write(1, f"islurm-proxy {_version()}\n".encode())
+        return 0
+
+    # Die at once and quietly when ssh goes (SIGHUP) or on ^C while waiting for a job; the
+    # kernel closes the lease and the node connection. `signal` would import enum: slow.
+    signals = __import__("_signal")
+    signals.signal(signals.SIGHUP, signals.SIG_DFL)
+    signals.signal(signals.SIGINT, signals.SIG_DFL)
+
+    from islurm.proxyshim import rpc, splice
+
+    try:
+        if opts.socket is None:
+            from islurm.config import paths
+
+            opts.socket = paths.socket_path()
+        conn, ready = rpc.acquire(opts.socket, opts.profile, opts.timeout)
+        node = splice.connect_tcp(ready.host, ready.port)
+        lease = rpc.Lease(conn, opts.socket, ready.job_id, opts.profile)
+        try:
+            return splice.Pump(node).run(lease)
+        finally:
+            node.close()
+    except splice.ShimError as exc:
+        splice.report(exc.message)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,573 @@
+"""The shim's side of the islurmd RPC (docs/PROTOCOL.md §2).
+
+Newline-delimited JSON-RPC on the daemon's Unix socket: `acquire` a session (starting islurmd
+on demand), then keep the connection as the `Lease` while the pump runs.
+
+Import-light on purpose: the `json` package pulls in `re` and `enum` (5 ms or more of start-up
+on every ssh), so lines are decoded with the C scanner from `_json` that `json` itself uses,
+and encoded by hand.
+"""
+
+import _socket
+import errno
+import os
+import select
+import sys
+import time
+
+from islurm.proxyshim.splice import (
+    EXIT_ACQUIRE,
+    EXIT_DAEMON,
+    EXIT_ENDED,
+    ShimError,
+    inform,
+    report,
+)
+
+MAX_LINE = 64 * 1024
+RESPONSE_TIMEOUT = 30.0  # session.acquire answers at once; only the notifications take long
+TIMEOUT_GRACE = 30.0  # past the requested --timeout, a daemon that said nothing is hung
+START_TIMEOUT = 10.0  # for a daemon started on demand to listen
+RECONNECT_EVERY = 1.0  # lease lost mid-session: one non-blocking attempt a second
+RESPAWN_EVERY = 10.0  # ... and at most one daemon start per this many seconds
+DAEMON_SHUTTING_DOWN = 1008
+
+_ABSENT = (errno.ENOENT, errno.ECONNREFUSED)  # nobody listens: start the daemon
+
+
+# -- JSON -------------------------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """The daemon sent something that is not a JSON-RPC line."""
+
+
+try:
+    from _json import encode_basestring_ascii as _quote
+    from _json import make_scanner as _make_scanner
+except ImportError:  # not CPython: the slower-to-import json package has the same pieces
+    from json.encoder import encode_basestring_ascii as _quote
+    from json.scanner import make_scanner as _make_scanner
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+class _ScanContext:
+    # The attributes json.decoder.JSONDecoder hands to the scanner.
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_reject_constant)
+
+
+_scan = _make_scanner(_ScanContext())  # type: ignore[arg-type]
+
+
+def dumps(obj: object) -> str:
+    """Compact, ASCII-only JSON for None, bool, int, float, str, list, tuple and str-keyed dict."""
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if isinstance(obj, str):
+        return _quote(obj)
+    if isinstance(obj, int):
+        return int.__repr__(obj)
+    if isinstance(obj, float):
+        if obj - obj != 0.0:  # NaN and the infinities
+            raise ValueError(f"{obj!r} is not JSON")
+        return float.__repr__(obj)
+    if isinstance(obj, dict):
+        items = []
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be str, not {type(key).__name__}")
+            items.append(_quote(key) + ":" + dumps(value))
+        return "{" + ",".join(items) + "}"
+    if isinstance(obj, list | tuple):
+        return "[" + ",".join(dumps(item) for item in obj) + "]"
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def loads(text: str) -> object:
+    """Parse one JSON document; ValueError if it is not exactly one."""
+    text = text.strip(" \t\r\n")
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration as stop:
+        raise ValueError(f"expected a JSON value at offset {stop.value}") from None
+    except (SystemError, RecursionError) as exc:
+        # 3.11's C scanner fails this way when json.decoder (which we avoid) is not loaded.
+        raise ValueError(f"invalid JSON: {exc}") from None
+    if end != len(text):
+        raise ValueError(f"extra data after the JSON value at offset {end}")
+    return value
+
+
+def _message(line: bytes) -> dict[str, object]:
+    try:
+        value = loads(line.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ProtocolError(f"islurmd sent an unreadable line ({exc}): {line[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"islurmd sent a line that is not a JSON object: {line[:80]!r}")
+    return value
+
+
+# -- the connection ---------------------------------------------------------------------------
+
+
+class DaemonGone(Exception):
+    """The daemon closed the connection."""
+
+
+class Conn:
+    """One connection to islurmd: requests out, bounded lines in."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+        self._buf = bytearray()
+        self._next_id = 1
+        self._poller: select.poll | None = None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, method: str, params: dict[str, object]) -> int:
+        """Send a request; return its id."""
+        req_id = self._next_id
+        self._next_id += 1
+        line = dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
+        self.sock.sendall(line.encode("ascii") + b"\n")
+        return req_id
+
+    def fill(self) -> bool:
+        """Read what is there (tolerating nothing); False once the daemon has closed."""
+        try:
+            data = self.sock.recv(MAX_LINE)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        self._buf += data
+        return bool(data)
+
+    def pop(self) -> dict[str, object] | None:
+        """The next complete message received, if any."""
+        while True:
+            end = self._buf.find(b"\n")
+            if end > MAX_LINE or (end < 0 and len(self._buf) > MAX_LINE):
+                raise ProtocolError(f"islurmd sent a line longer than {MAX_LINE} bytes")
+            if end < 0:
+                return None
+            line = bytes(self._buf[:end])
+            del self._buf[: end + 1]
+            if line.strip():
+                return _message(line)
+
+    def wait(self, deadline: float | None) -> dict[str, object] | None:
+        """Block for the next message; None at `deadline`; DaemonGone at EOF."""
+        while True:
+            msg = self.pop()
+            if msg is not None:
+                return msg
+            timeout = -1
+            if deadline is not None:
+                timeout = int((deadline - time.monotonic()) * 1000) + 1
+                if timeout <= 0:
+                    return None
+            if self._poller is None:
+                self._poller = select.poll()
+                self._poller.register(self.sock.fileno(), select.POLLIN)
+            if self._poller.poll(timeout) and not self.fill():
+                raise DaemonGone
+
+
+def _peer_uid(sock: _socket.socket) -> int:
+    cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # struct ucred: 3 ints
+    return int.from_bytes(cred[4:8], sys.byteorder)
+
+
+def _open(path: str, blocking: bool) -> tuple[_socket.socket, int]:
+    """A socket and its connect() errno (0: connected to a daemon of ours)."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        if blocking:
+            sock.settimeout(START_TIMEOUT)  # a full backlog would block connect()
+        else:
+            sock.setblocking(False)
+        err = sock.connect_ex(path)
+        if err == 0:
+            uid = _peer_uid(sock)
+            if uid != os.getuid():
+                raise ShimError(
+                    EXIT_DAEMON, f"refusing {path}: it is served by uid {uid}, not by you"
+                )
+            if blocking:
+                sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, err
+
+
+def connect(path: str) -> Conn:
+    """Connect to islurmd at `path`, starting it if nobody listens there."""
+    _private_dir(path)
+    try:
+        sock, err = _open(path, blocking=True)
+    except OSError as exc:
+        raise ShimError(EXIT_DAEMON, f"cannot connect to islurmd at {path}: {exc}") from None
+    if err == 0:
+        return Conn(sock)
+    sock.close()
+    if err not in _ABSENT:
+        raise ShimError(EXIT_DAEMON, f"cannot connect to islurmd at {path}: {os.strerror(err)}")
+    inform("starting islurmd\N{HORIZONTAL ELLIPSIS}")
+    spawn_daemon(path, wait=True)
+    give_up = time.monotonic() + START_TIMEOUT
+    delay = 0.01
+    while True:
+        time.sleep(delay)
+        try:
+            sock, err = _open(path, blocking=True)
+        except OSError as exc:
+            raise ShimError(EXIT_DAEMON, f"cannot connect to islurmd at {path}: {exc}") from None
+        if err == 0:
+            return Conn(sock)
+        sock.close()
+        if err not in _ABSENT:
+            raise ShimError(EXIT_DAEMON, f"cannot connect to islurmd at {path}: {os.strerror(err)}")
+        if time.monotonic() >= give_up:
+            raise ShimError(
+                EXIT_DAEMON,
+                f"islurmd did not start listening on {path} within {START_TIMEOUT:g} s "
+                f"(its log: {_log_path()})",
+            )
+        delay = min(delay * 1.5, 0.2)
+
+
+def _log_path() -> str:
+    from islurm.config import paths
+
+    return os.path.join(paths.log_dir(), "islurmd.log")
+
+
+def _private_dir(path: str) -> None:
+    """The socket's directory: created 0700, refused unless it is the user's (PROTOCOL §1)."""
+    from islurm.config import paths
+
+    try:
+        paths.ensure_private_dir(os.path.dirname(path) or ".")
+    except OSError as exc:
+        raise ShimError(EXIT_DAEMON, f"cannot use the socket directory: {exc}") from None
+
+
+# -- starting the daemon ----------------------------------------------------------------------
+
+
+def daemon_argv() -> list[str]:
+    """How to run islurmd: $ISLURM_DAEMON_CMD (a JSON list of strings), else this Python."""
+    raw = os.environ.get("ISLURM_DAEMON_CMD")
+    if not raw:
+        return [sys.executable, "-m", "islurm.daemon.main"]
+    try:
+        argv = loads(raw)
+    except ValueError:
+        argv = None
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+        raise ShimError(EXIT_DAEMON, "ISLURM_DAEMON_CMD must be a JSON list of strings")
+    return argv
+
+
+def spawn_daemon(path: str, wait: bool) -> None:
+    """Start islurmd for socket `path` fully detached (double fork, new session, stdio on
+    /dev/null); it learns `path` from $ISLURM_SOCKET, as --socket may have named it.
+
+    With `wait`, block until it has exec'd and raise ShimError if it could not. Several shims
+    may race here: the daemon takes a lock and the losers exit.
+    """
+    argv = daemon_argv()
+    # A close-on-exec pipe: EOF means the exec worked, bytes are the error that stopped it.
+    status_r, status_w = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns
+            _become_daemon(argv, path, status_w)
+        os.close(status_w)
+        status_w = -1
+        os.waitpid(pid, 0)  # the intermediate child exits at once
+        failure = os.read(status_r, 512) if wait else b""
+    except OSError as exc:
+        raise ShimError(EXIT_DAEMON, f"cannot start islurmd: {exc}") from None
+    finally:
+        os.close(status_r)
+        if status_w >= 0:
+            os.close(status_w)
+    if failure:
+        raise ShimError(
+            EXIT_DAEMON,
+            f"cannot start islurmd ({argv[0]}): {failure.decode('utf-8', 'replace')}",
+        )
+
+
+def _become_daemon(argv: list[str], path: str, status_w: int) -> None:  # pragma: no cover
+    try:
+        os.environ["ISLURM_SOCKET"] = path
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # never the shim's stdout: that is the SSH stream
+            os.dup2(null, fd)
+        if null > 2:
+            os.close(null)
+        else:
+            os.set_inheritable(null, True)
+        _close_inherited(keep=status_w)
+        os.chdir("/")
+        signals = __import__("_signal")  # `signal` imports enum: slow
+        signals.signal(signals.SIGPIPE, signals.SIG_DFL)  # Python ignores it; exec keeps that
+        os.execvp(argv[0], argv)  # noqa: S606 - an argv list, no shell
+    except BaseException as exc:
+        try:
+            os.write(status_w, str(exc).encode("utf-8", "replace") or b"failed")
+        finally:
+            os._exit(127)
+
+
+def _close_inherited(keep: int) -> None:  # pragma: no cover - in children
+    # Python opens its own fds close-on-exec; this is for what the shim inherited from ssh.
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 256))
+    for fd in fds:
+        if fd > 2 and fd != keep:
+            try:  # noqa: SIM105 - contextlib costs start-up time
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# -- acquiring a session ----------------------------------------------------------------------
+
+
+class Ready:
+    """Where the session's sshd listens (the params of session.ready)."""
+
+    def __init__(self, job_id: str, node: str, host: str, port: int, lease: str) -> None:
+        self.job_id = job_id
+        self.node = node
+        self.host = host
+        self.port = port
+        self.lease = lease
+
+
+def acquire(path: str, profile: str, timeout: float | None = None) -> tuple[Conn, Ready]:
+    """Ask islurmd for a ready session; keep the returned connection open: it is the lease."""
+    params: dict[str, object] = {"profile": profile, "client_pid": os.getpid()}
+    if timeout is not None:
+        params["timeout"] = timeout
+    for attempt in (1, 2):
+        conn = connect(path)
+        try:
+            return conn, _await_ready(conn, conn.send("session.acquire", params), timeout)
+        except DaemonGone:
+            conn.close()
+            if attempt == 1:
+                inform("islurmd closed the connection; asking again")
+        except OSError as exc:
+            conn.close()
+            raise ShimError(EXIT_DAEMON, f"lost the connection to islurmd: {exc}") from None
+        except ProtocolError as exc:
+            conn.close()
+            raise ShimError(EXIT_DAEMON, str(exc)) from None
+        except BaseException:
+            conn.close()
+            raise
+    raise ShimError(
+        EXIT_DAEMON,
+        f"islurmd closed the connection before the session was ready, twice (its log: "
+        f"{_log_path()})",
+    )
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _await_ready(conn: Conn, req_id: int, timeout: float | None) -> Ready:
+    start = time.monotonic()
+    answer_by = start + RESPONSE_TIMEOUT
+    ready_by = None if timeout is None else start + timeout + TIMEOUT_GRACE
+    answered = False
+    shown = ""
+    while True:
+        deadline = ready_by if answered else min(answer_by, ready_by or answer_by)
+        msg = conn.wait(deadline)
+        if msg is None:
+            if not answered:
+                raise ShimError(
+                    EXIT_DAEMON, f"islurmd did not answer within {RESPONSE_TIMEOUT:g} s"
+                )
+            raise ShimError(
+                EXIT_DAEMON,
+                f"islurmd sent neither session.ready nor a failure within {timeout:g} s "
+                f"(+{TIMEOUT_GRACE:g} s of grace)",
+            )
+        method = msg.get("method")
+        if method is None:
+            if msg.get("id") != req_id:
+                continue
+            error = msg.get("error")
+            if error is not None:
+                raise ShimError(EXIT_ACQUIRE, _error_text(error))
+            answered = True
+            continue
+        params = msg.get("params")
+        if not isinstance(params, dict):
+            params = {}
+        if method == "session.progress":
+            text = _text(params.get("message"))
+            if text and text != shown:
+                inform(text)
+                shown = text
+        elif method == "session.ready":
+            return _ready(params)
+        elif method in ("session.failed", "session.ended"):
+            raise ShimError(EXIT_ACQUIRE, _text(params.get("message")) or "the session failed")
+        # Anything else is a notification from a newer daemon: ignore it.
+
+
+def _error_text(error: object) -> str:
+    if isinstance(error, dict):
+        text = _text(error.get("message"))
+        if text:
+            return text
+        return f"islurmd refused: error {error.get('code')}"
+    return "islurmd refused the request"
+
+
+def _ready(params: dict[str, object]) -> Ready:
+    job_id, host, port = params.get("job_id"), params.get("host"), params.get("port")
+    if isinstance(job_id, int) and not isinstance(job_id, bool):
+        job_id = str(job_id)
+    if not (
+        isinstance(job_id, str)
+        and job_id
+        and isinstance(host, str)
+        and host
+        and isinstance(port, int)
+        and not isinstance(port, bool)
+        and 0 < port < 65536
+    ):
+        raise ShimError(EXIT_ACQUIRE, f"islurmd sent an invalid session.ready: {dumps(params)}")
+    return Ready(job_id, _text(params.get("node")) or host, host, port, _text(params.get("lease")))
+
+
+# -- keeping the lease ------------------------------------------------------------------------
+
+
+class Lease:
+    """The RPC connection held while the pump runs (it is the lease on the job).
+
+    Reports `session.ended`; when islurmd goes away it re-attaches in the background, one
+    non-blocking attempt a second, starting the daemon if needed. Never stalls the bytes.
+    """
+
+    def __init__(self, conn: Conn | None, path: str, job_id: str, profile: str) -> None:
+        self._conn = conn
+        self._path = path
+        self._job_id = job_id
+        self._profile = profile
+        self._attach_id: int | None = None
+        self._retry_at: float | None = None
+        self._spawned_at = -RESPAWN_EVERY
+        self._gave_up = False
+        if conn is None:
+            self._retry_at = time.monotonic()
+        else:
+            conn.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._conn.sock.fileno() if self._conn is not None else -1
+
+    def deadline(self) -> float | None:
+        return self._retry_at
+
+    def on_readable(self) -> int | None:
+        conn = self._conn
+        if conn is None:
+            return None
+        alive = conn.fill()
+        try:
+            while (msg := conn.pop()) is not None:
+                code = self._handle(msg)
+                if code is not None:
+                    return code
+                if self._conn is not conn:
+                    return None
+        except ProtocolError:
+            alive = False
+        if not alive:
+            self._drop()
+        return None
+
+    def _handle(self, msg: dict[str, object]) -> int | None:
+        if msg.get("method") == "session.ended":
+            params = msg.get("params")
+            text = _text(params.get("message")) if isinstance(params, dict) else ""
+            report(text or f"job {self._job_id} ended")
+            return EXIT_ENDED
+        if self._attach_id is not None and msg.get("id") == self._attach_id:
+            self._attach_id = None
+            error = msg.get("error")
+            if error is not None:
+                code = error.get("code") if isinstance(error, dict) else None
+                if code != DAEMON_SHUTTING_DOWN:
+                    # The daemon does not know the job: retrying will not change its mind.
+                    report(f"cannot re-take the lease on job {self._job_id}: {_error_text(error)}")
+                    self._gave_up = True
+                self._drop()
+        return None
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._attach_id = None
+        self._retry_at = None if self._gave_up else time.monotonic() + RECONNECT_EVERY
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self._retry_at = now + RECONNECT_EVERY
+        try:
+            sock, err = _open(self._path, blocking=False)
+        except (OSError, ShimError):
+            return
+        if err == 0:
+            conn = Conn(sock)
+            try:
+                attach_id = conn.send(
+                    "session.attach", {"job_id": self._job_id, "profile": self._profile}
+                )
+            except OSError:
+                conn.close()
+                return
+            self._conn, self._attach_id, self._retry_at = conn, attach_id, None
+            return
+        sock.close()
+        if err in _ABSENT and now - self._spawned_at >= RESPAWN_EVERY:
+            self._spawned_at = now
+            try:
+                _private_dir(self._path)
+                spawn_daemon(self._path, wait=False)
+            except ShimError:
+                pass

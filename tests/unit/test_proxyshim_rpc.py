@@ -1,0 +1,552 @@
+"""The shim against a scripted fake islurmd (docs/PROTOCOL.md §2), and its JSON codec."""
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from islurm.proxyshim import rpc
+from islurm.proxyshim.splice import ShimError
+
+GUARD = 60.0
+BANNER = b"SSH-2.0-fake_sshd\r\n"
+
+
+def read_until_eof(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def banner_then_wait_for_bye(conn: socket.socket) -> None:
+    """An sshd stand-in: sends a banner, then closes once the client said bye."""
+    conn.sendall(BANNER)
+    got = b""
+    while not got.endswith(b"bye\n"):
+        chunk = conn.recv(4096)
+        assert chunk, f"EOF before bye, got {got!r}"
+        got += chunk
+
+
+def echo(conn: socket.socket) -> None:
+    while data := conn.recv(65536):
+        conn.sendall(data)
+
+
+def ready_params(port: int, job_id: str = "42") -> dict[str, object]:
+    return {"job_id": job_id, "node": "n1", "host": "127.0.0.1", "port": port, "lease": "L-1"}
+
+
+def finish(proc, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+    out, err = proc.communicate(stdin, timeout=GUARD)
+    return proc.returncode, out, err
+
+
+# -- through the shim -------------------------------------------------------------------------
+
+
+def test_progress_then_ready_then_bytes(shim_daemon, shim_tcp, shim_start) -> None:
+    daemon = shim_daemon()
+    sshd = shim_tcp(banner_then_wait_for_bye)
+    pids: list[int] = []
+
+    @daemon.script
+    def acquire(peer) -> None:
+        msg = peer.expect("session.acquire")
+        assert msg["params"] == {"profile": "cpu", "client_pid": pids[0], "timeout": 30.0}
+        peer.reply(msg, {"lease": "L-1", "profile": "cpu"})
+        peer.notify("session.progress", {"message": "queued: job 42 (Priority)", "waited": 0.1})
+        peer.notify("session.progress", {"message": "queued: job 42 (Priority)", "waited": 0.2})
+        peer.notify("session.weather", {"sunny": True})  # unknown: ignored
+        peer.notify("session.progress", {"message": "job 42 running on n1", "waited": 0.3})
+        peer.notify("session.ready", ready_params(sshd.port))
+        peer.wait_eof()  # the connection is the lease: held until the shim exits
+
+    proc = shim_start("--timeout", "30", "cpu")
+    pids.append(proc.pid)
+    code, out, err = finish(proc, b"bye\n")
+    daemon.check()
+    sshd.check()
+    assert (code, out) == (0, BANNER)
+    assert err.decode().splitlines() == [
+        "islurm: queued: job 42 (Priority)",
+        "islurm: job 42 running on n1",
+    ]
+
+
+def test_error_response_exits_4_with_nothing_on_stdout(shim_daemon, shim_start) -> None:
+    daemon = shim_daemon()
+
+    @daemon.script
+    def refuse(peer) -> None:
+        peer.error(peer.expect("session.acquire"), 1001, "unknown profile 'nope'")
+        peer.wait_eof()
+
+    code, out, err = finish(shim_start("nope"))
+    daemon.check()
+    assert (code, out) == (4, b"")
+    assert err == b"islurm-proxy: unknown profile 'nope'\n"
+
+
+def test_failed_notification_exits_4(shim_daemon, shim_start) -> None:
+    daemon = shim_daemon()
+
+    @daemon.script
+    def fail(peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "gpu"})
+        peer.notify("session.progress", {"message": "submitting", "waited": 0.0})
+        peer.notify("session.failed", {"code": 1002, "message": "sbatch: error: invalid partition"})
+        peer.wait_eof()
+
+    code, out, err = finish(shim_start("gpu"))
+    daemon.check()
+    assert (code, out) == (4, b"")
+    assert err.decode().splitlines() == [
+        "islurm: submitting",
+        "islurm-proxy: sbatch: error: invalid partition",
+    ]
+
+
+def test_daemon_eof_before_ready_is_retried_once(shim_daemon, shim_tcp, shim_start) -> None:
+    daemon = shim_daemon()
+    sshd = shim_tcp(banner_then_wait_for_bye)
+
+    @daemon.script
+    def restart(peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
+        # and the daemon goes away
+
+    @daemon.script
+    def after_restart(peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
+        peer.notify("session.ready", ready_params(sshd.port))
+        peer.wait_eof()
+
+    code, out, _ = finish(shim_start("cpu"), b"bye\n")
+    daemon.check()
+    sshd.check()
+    assert (code, out) == (0, BANNER)
+    assert [m["method"] for m in daemon.received] == ["session.acquire"] * 2
+
+
+def test_daemon_eof_before_ready_twice_exits_3(shim_daemon, shim_start) -> None:
+    daemon = shim_daemon()
+    for _ in range(2):
+
+        @daemon.script
+        def hang_up(peer) -> None:
+            peer.expect("session.acquire")
+
+    code, out, err = finish(shim_start("cpu"))
+    daemon.check()
+    assert (code, out) == (3, b"")
+    assert b"closed the connection before the session was ready, twice" in err
+
+
+@pytest.mark.parametrize(
+    ("line", "complaint"),
+    [
+        (b"x" * (rpc.MAX_LINE + 10), b"longer than 65536 bytes"),
+        (b'{"jsonrpc": "2.0", "id": 1, "result": \n', b"unreadable line"),
+        (b'["not", "an", "object"]\n', b"not a JSON object"),
+    ],
+)
+def test_garbage_from_the_daemon_exits_3(shim_daemon, shim_start, line, complaint) -> None:
+    daemon = shim_daemon()
+
+    @daemon.script
+    def garbage(peer) -> None:
+        peer.expect("session.acquire")
+        peer.conn.sendall(line)
+        peer.wait_eof()
+
+    code, out, err = finish(shim_start("cpu"))
+    daemon.check()
+    assert (code, out) == (3, b"")
+    assert complaint in err
+
+
+def test_daemon_gone_after_ready_reattaches_and_bytes_flow_on(
+    shim_daemon, shim_tcp, shim_start
+) -> None:
+    daemon = shim_daemon()
+    sshd = shim_tcp(echo)
+    attached = threading.Event()
+
+    @daemon.script
+    def ready_then_crash(peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
+        peer.notify("session.ready", ready_params(sshd.port))
+
+    @daemon.script
+    def restarted(peer) -> None:
+        msg = peer.expect("session.attach", {"job_id": "42", "profile": "cpu"})
+        peer.reply(msg, {"lease": "L-2"})
+        attached.set()
+        peer.wait_eof()
+
+    proc = shim_start("cpu")
+    proc.stdin.write(b"one\n")
+    proc.stdin.flush()
+    assert proc.stdout.read1(100) == b"one\n"
+    assert attached.wait(GUARD), "the shim never re-attached"
+    proc.stdin.write(b"two\n")
+    proc.stdin.flush()
+    assert proc.stdout.read1(100) == b"two\n"
+    code, out, err = finish(proc)
+    daemon.check()
+    sshd.check()
+    assert (code, out, err) == (0, b"", b"")
+
+
+def test_session_ended_during_the_splice_exits_6(shim_daemon, shim_tcp, shim_start) -> None:
+    daemon = shim_daemon()
+    sshd = shim_tcp(echo)
+    streaming = threading.Event()
+
+    @daemon.script
+    def job_ends(peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
+        peer.notify("session.ready", ready_params(sshd.port))
+        assert streaming.wait(GUARD)
+        peer.notify(
+            "session.ended",
+            {"code": 1003, "message": "job 42 ended: TIMEOUT", "job_id": "42", "state": "TIMEOUT"},
+        )
+        peer.wait_eof()
+
+    proc = shim_start("cpu")
+    proc.stdin.write(b"ping\n")
+    proc.stdin.flush()
+    assert proc.stdout.read1(100) == b"ping\n"
+    streaming.set()
+    assert proc.wait(GUARD) == 6
+    daemon.check()
+    assert proc.stdout.read() == b""
+    assert proc.stderr.read() == b"islurm-proxy: job 42 ended: TIMEOUT\n"
+
+
+FAKE_ISLURMD = r"""
+import json, os, signal, socket, sys
+port, record = int(sys.argv[1]), sys.argv[2]
+sock_path = os.environ["ISLURM_SOCKET"]  # the shim passes on its --socket
+signal.alarm(60)  # never outlive a broken test
+info = {"pid": os.getpid(), "sid": os.getsid(0), "cwd": os.getcwd(),
+        "stdio": [os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)]}
+old = os.umask(0o177)
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sock_path)
+os.umask(old)
+listener.listen(1)
+conn, _ = listener.accept()
+f = conn.makefile("rb")
+request = json.loads(f.readline())
+info["request"] = request
+with open(record + ".tmp", "w") as out:
+    json.dump(info, out)
+os.rename(record + ".tmp", record)
+def send(obj):
+    conn.sendall(json.dumps(obj).encode() + b"\n")
+if request["method"] == "session.acquire":
+    send({"jsonrpc": "2.0", "id": request["id"], "result": {"lease": "L-1", "profile": "cpu"}})
+    send({"jsonrpc": "2.0", "method": "session.ready", "params": {
+        "job_id": "7", "node": "n1", "host": "127.0.0.1", "port": port, "lease": "L-1"}})
+else:
+    send({"jsonrpc": "2.0", "id": request["id"], "result": {"lease": "L-9"}})
+f.read()  # the lease: until the shim exits
+os.unlink(sock_path)
+"""
+
+
+def fake_islurmd(shim_dir: Path, port: int) -> tuple[str, Path]:
+    """ISLURM_DAEMON_CMD for a one-connection fake islurmd, and the file it reports to."""
+    script = shim_dir / "fake_islurmd.py"
+    script.write_text(FAKE_ISLURMD)
+    record = shim_dir / "record.json"
+    return json.dumps([sys.executable, str(script), str(port), str(record)]), record
+
+
+def test_starts_the_daemon_on_demand(shim_dir, shim_env, shim_tcp, shim_start, shim_procs) -> None:
+    sshd = shim_tcp(banner_then_wait_for_bye)
+    cmd, record = fake_islurmd(shim_dir, sshd.port)
+    sock = shim_dir / "run" / "islurmd.sock"  # its directory does not exist yet
+    env = dict(shim_env, ISLURM_DAEMON_CMD=cmd)  # and ISLURM_SOCKET names another path
+    proc = shim_start("--socket", str(sock), "cpu", env=env)
+    try:
+        code, out, err = finish(proc, b"bye\n")
+    finally:
+        if record.exists():
+            shim_procs.pids.append(json.loads(record.read_text())["pid"])
+    sshd.check()
+    assert (code, out) == (0, BANNER)
+    assert err == "islurm: starting islurmd\N{HORIZONTAL ELLIPSIS}\n".encode()
+    info = json.loads(record.read_text())
+    assert info["request"]["method"] == "session.acquire"
+    assert info["request"]["params"] == {"profile": "cpu", "client_pid": proc.pid}
+    assert info["stdio"] == ["/dev/null"] * 3  # never the shim's stdout: the SSH stream
+    assert info["sid"] not in (os.getsid(0), proc.pid)  # detached into its own session
+    assert info["cwd"] == "/"
+    assert (sock.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_daemon_gone_mid_session_is_restarted_and_attached(
+    shim_dir, shim_env, shim_daemon, shim_tcp, shim_start, shim_procs
+) -> None:
+    daemon = shim_daemon()
+    sshd = shim_tcp(echo)
+    cmd, record = fake_islurmd(shim_dir, sshd.port)
+
+    @daemon.script
+    def ready_then_exit_for_good(peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
+        peer.notify("session.ready", ready_params(sshd.port, job_id="7"))
+        daemon.close()  # the socket vanishes, then the connection closes
+        os.unlink(daemon.path)
+
+    proc = shim_start("cpu", env=dict(shim_env, ISLURM_DAEMON_CMD=cmd))
+    try:
+        proc.stdin.write(b"one\n")
+        proc.stdin.flush()
+        assert proc.stdout.read1(100) == b"one\n"
+        for _ in range(int(GUARD * 10)):  # the shim retries each second
+            if record.exists():
+                break
+            time.sleep(0.1)
+        info = json.loads(record.read_text())
+        shim_procs.pids.append(info["pid"])
+        proc.stdin.write(b"two\n")
+        proc.stdin.flush()
+        assert proc.stdout.read1(100) == b"two\n"
+        code, out, err = finish(proc)
+    finally:
+        if record.exists():
+            shim_procs.pids.append(json.loads(record.read_text())["pid"])
+    daemon.check()
+    sshd.check()
+    assert (code, out, err) == (0, b"", b"")
+    assert info["request"]["method"] == "session.attach"
+    assert info["request"]["params"] == {"job_id": "7", "profile": "cpu"}
+    assert info["stdio"] == ["/dev/null"] * 3
+
+
+def test_sighup_ends_the_shim_quietly(shim_daemon, shim_start) -> None:
+    daemon = shim_daemon()
+    waiting = threading.Event()
+
+    @daemon.script
+    def pending(peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
+        peer.notify("session.progress", {"message": "queued", "waited": 0.0})
+        waiting.set()
+        peer.wait_eof()  # the lease is released when the shim dies
+
+    proc = shim_start("cpu")
+    assert waiting.wait(GUARD)
+    assert proc.stderr.readline() == b"islurm: queued\n"
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(GUARD) == -signal.SIGHUP
+    daemon.check()
+    assert proc.stdout.read() == b""
+    assert proc.stderr.read() == b""
+
+
+def test_a_daemon_that_cannot_start_exits_3(shim_dir, shim_env, shim_start) -> None:
+    env = dict(shim_env, ISLURM_SOCKET=str(shim_dir / "run" / "islurmd.sock"))
+    code, out, err = finish(shim_start("cpu", env=env))
+    assert (code, out) == (3, b"")
+    assert b"cannot start islurmd (/nonexistent/islurmd-must-not-start)" in err
+    assert b"No such file or directory" in err
+
+
+def test_refuses_a_socket_dir_owned_by_someone_else(shim_dir, shim_env, shim_start) -> None:
+    if os.getuid() == 0:
+        theirs = shim_dir / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+    else:
+        theirs = Path("/proc")  # root's
+    env = dict(shim_env, ISLURM_SOCKET=str(theirs / "islurmd.sock"))
+    code, out, err = finish(shim_start("cpu", env=env))
+    assert (code, out) == (3, b"")
+    assert err.startswith(
+        f"islurm-proxy: cannot use the socket directory: {theirs} is owned by uid".encode()
+    )
+    assert err.endswith(b", not by you (uid %d)\n" % os.getuid())
+
+
+def test_peer_uid_is_read_from_the_socket() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert rpc._peer_uid(ours) == os.getuid()
+
+
+# -- in-process pieces ------------------------------------------------------------------------
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_codec_round_trips_and_agrees_with_json(value: object) -> None:
+    text = rpc.dumps(value)
+    assert text.isascii()
+    assert json.loads(text) == value
+    assert rpc.loads(text) == value
+    assert rpc.loads(json.dumps(value, indent=1, ensure_ascii=False)) == value
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": }', '"abc', '"a\x01"', "NaN", "[1] x", "{} {}"])
+def test_codec_rejects_malformed_text(text: str) -> None:
+    with pytest.raises(ValueError):
+        rpc.loads(text)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1: 2}, object()])
+def test_codec_refuses_what_json_cannot_say(value: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        rpc.dumps(value)
+
+
+def test_conn_splits_lines_and_bounds_them() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = rpc.Conn(ours)
+        theirs.sendall(b'{"a": 1}\n\n{"b"')
+        assert conn.wait(None) == {"a": 1}
+        theirs.sendall(b": 2}\n")
+        assert conn.wait(None) == {"b": 2}
+        theirs.sendall(b"y" * (rpc.MAX_LINE + 1))
+        with pytest.raises(rpc.ProtocolError):
+            conn.wait(None)
+
+
+def test_conn_skips_any_number_of_blank_lines() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = rpc.Conn(ours)
+        theirs.sendall(b"\n" * 50_000 + b'{"c": 3}\n')
+        assert conn.wait(None) == {"c": 3}
+
+
+def test_conn_reports_eof_and_deadlines() -> None:
+    ours, theirs = socket.socketpair()
+    with ours:
+        conn = rpc.Conn(ours)
+        assert conn.wait(0.0) is None
+        theirs.close()
+        with pytest.raises(rpc.DaemonGone):
+            conn.wait(None)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"job_id": "1", "host": "n1", "port": 0},
+        {"job_id": "1", "host": "n1", "port": 70000},
+        {"job_id": "1", "host": "n1", "port": True},
+        {"job_id": "1", "host": "", "port": 22},
+        {"job_id": "", "host": "n1", "port": 22},
+        {"host": "n1", "port": 22},
+    ],
+)
+def test_invalid_ready_params_are_refused(params: dict[str, object]) -> None:
+    with pytest.raises(ShimError) as caught:
+        rpc._ready(params)
+    assert caught.value.code == 4
+
+
+def test_daemon_argv_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ISLURM_DAEMON_CMD", raising=False)
+    assert rpc.daemon_argv() == [sys.executable, "-m", "islurm.daemon.main"]
+    monkeypatch.setenv("ISLURM_DAEMON_CMD", '["/opt/islurmd", "--foreground"]')
+    assert rpc.daemon_argv() == ["/opt/islurmd", "--foreground"]
+    for bad in ("islurmd", "[]", '["a", 1]', '{"a": 1}'):
+        monkeypatch.setenv("ISLURM_DAEMON_CMD", bad)
+        with pytest.raises(ShimError):
+            rpc.daemon_argv()
+
+
+def test_lease_reports_session_ended_and_survives_eof(tmp_path: Path) -> None:
+    ours, theirs = socket.socketpair()
+    lease = rpc.Lease(rpc.Conn(ours), str(tmp_path / "none.sock"), "42", "cpu")
+    assert lease.on_readable() is None  # nothing yet: fine
+    assert lease.deadline() is None
+    theirs.sendall(b'{"jsonrpc":"2.0","method":"session.progress","params":{}}\n')
+    assert lease.on_readable() is None
+    theirs.sendall(b'{"jsonrpc":"2.0","method":"session.ended","params":{"message":"gone"}}\n')
+    assert lease.on_readable() == 6
+    theirs.close()
+    assert lease.on_readable() is None  # EOF: drop the connection, retry later
+    assert lease.fileno() == -1
+    assert lease.deadline() is not None
+
+
+def attach_and_answer(shim_dir: Path, error: dict[str, object]) -> rpc.Lease:
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(shim_dir / "d.sock"))
+    listener.listen(1)
+    with listener:
+        lease = rpc.Lease(None, str(shim_dir / "d.sock"), "42", "cpu")
+        assert lease.fileno() == -1
+        assert lease.deadline() is not None  # at once: reconnect
+        lease.tick()
+        assert lease.fileno() >= 0 and lease.deadline() is None
+        conn, _ = listener.accept()
+        with conn:
+            request = json.loads(conn.makefile("rb").readline())
+            assert request["method"] == "session.attach"
+            assert request["params"] == {"job_id": "42", "profile": "cpu"}
+            reply = {"jsonrpc": "2.0", "id": request["id"], "error": error}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+            assert lease.on_readable() is None
+    return lease
+
+
+def test_lease_gives_up_when_the_daemon_does_not_know_the_job(shim_dir, capfd) -> None:
+    lease = attach_and_answer(shim_dir, {"code": 1006, "message": "no such job: 42"})
+    assert (lease.fileno(), lease.deadline()) == (-1, None)  # no more attempts
+    assert capfd.readouterr().err == (
+        "islurm-proxy: cannot re-take the lease on job 42: no such job: 42\n"
+    )
+
+
+def test_lease_retries_when_the_daemon_is_shutting_down(shim_dir, capfd) -> None:
+    lease = attach_and_answer(shim_dir, {"code": 1008, "message": "shutting down"})
+    assert lease.fileno() == -1
+    assert lease.deadline() is not None
+    assert capfd.readouterr().err == ""
+
+
+def test_acquire_gives_up_on_a_silent_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rpc, "RESPONSE_TIMEOUT", 0.05)
+    monkeypatch.setattr(rpc, "TIMEOUT_GRACE", 0.05)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        with pytest.raises(ShimError) as unanswered:
+            rpc._await_ready(rpc.Conn(ours), 1, None)
+        assert (unanswered.value.code, unanswered.value.message) == (
+            3,
+            "islurmd did not answer within 0.05 s",
+        )
+        theirs.sendall(b'{"jsonrpc": "2.0", "id": 1, "result": {}}\n')
+        with pytest.raises(ShimError) as not_ready:
+            rpc._await_ready(rpc.Conn(ours), 1, 0.01)
+        assert not_ready.value.code == 3
+        assert "neither session.ready nor a failure within 0.01 s" in not_ready.value.message
