@@ -150,6 +150,10 @@ class SessionManager:
             return
         finally:
             self.watcher.waiting -= 1
+        if on_ready is not None:
+            # Before "ready": a client may hang up as soon as it hears that.
+            with trio.CancelScope(shield=True):
+                await on_ready(job)
         notify(
             "session.ready",
             {
@@ -160,8 +164,6 @@ class SessionManager:
                 "lease": lease.id,
             },
         )
-        if on_ready is not None:
-            await on_ready(job)
         await self._hold(lease, job, notify)
 
     async def attach(self, lease: Lease, job_id: str, notify: Notify) -> None:
@@ -381,8 +383,19 @@ class SessionManager:
                 )
 
         async def released(job: Job) -> None:
-            if release and source.live:
-                await self._cancel_jobs([source], why=f"gpuswap to job {job.job_id}")
+            if release and source.live and source is not job:
+                try:
+                    await self._cancel_jobs([source], why=f"gpuswap to job {job.job_id}")
+                except RpcFault as fault:
+                    notify(
+                        "session.progress",
+                        {
+                            "message": "could not release CPU job "
+                            f"{source.job_id}: {fault.message}",
+                            "waited": 0,
+                        },
+                    )
+                    return
                 notify(
                     "session.progress",
                     {"message": f"released CPU job {source.job_id}", "waited": 0},

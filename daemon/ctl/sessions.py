@@ -60,9 +60,8 @@ def _follow(rpc: Any, as_json: bool) -> dict[str, Any]:
     while True:
         msg = rpc.read_message()
         method, params = msg.get("method"), msg.get("params") or {}
-        if method == "session.progress":
-            if not as_json:
-                print(f"islurm: {params.get('message', '')}", file=sys.stderr)
+        if method == "session.progress":  # stderr, also with --json: stdout stays parseable
+            print(f"islurm: {params.get('message', '')}", file=sys.stderr)
         elif method == "session.ready":
             return dict(params)
         elif method in ("session.failed", "session.ended"):
