@@ -32,6 +32,8 @@ if __name__ == "__main__" and not __package__:
     # repo's proxyshim/, and resolving it would lose the islurm/ level.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+NODE_HANGUP_WAIT = 3.0  # seconds to wait for islurmd's word when the node hangs up first
+
 USAGE = """\
 usage: islurm-proxy [--socket PATH] [--timeout SECONDS] PROFILE
 """
@@ -162,10 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         conn, ready = rpc.acquire(opts.socket, opts.profile, opts.timeout)
         node = splice.connect_tcp(ready.host, ready.port)
         lease = rpc.Lease(conn, opts.socket, ready.job_id, opts.profile)
+        pump = splice.Pump(node)
         try:
-            return splice.Pump(node).run(lease)
+            code = pump.run(lease)
         finally:
             node.close()
+        if code in (splice.EXIT_OK, splice.EXIT_NODE) and pump.stdin_open:
+            # The node hung up on us (ssh had not finished): ask islurmd whether the job ended,
+            # so the user reads "job 42 was cancelled" rather than a bare "connection closed".
+            why = lease.explain_end(NODE_HANGUP_WAIT)
+            if why is not None:
+                return why
+        return code
     except splice.ShimError as exc:
         splice.report(exc.message)
         return exc.code

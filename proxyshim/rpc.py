@@ -538,6 +538,24 @@ class Lease:
                 self._drop()
         return None
 
+    def explain_end(self, wait: float) -> int | None:
+        """After the node hung up: ask islurmd to look at Slurm now (session.check) and wait
+        briefly for `session.ended`; its exit code, or None if the job is still fine."""
+        conn = self._conn
+        if conn is None:
+            return None
+        try:
+            conn.sock.setblocking(True)
+            conn.send("session.check", {"job_id": self._job_id})
+            deadline = time.monotonic() + wait
+            while (msg := conn.wait(deadline)) is not None:
+                code = self._handle(msg)
+                if code is not None:
+                    return code
+        except (OSError, DaemonGone, ProtocolError):
+            return None
+        return None
+
     def _drop(self) -> None:
         if self._conn is not None:
             self._conn.close()

@@ -328,6 +328,11 @@ class Pump:
         self.down = _Flow(node_end, self._stdio[1], zero_copy=down_pipe)
         self._half_closed = False
 
+    @property
+    def stdin_open(self) -> bool:
+        """Whether ssh had still not closed our stdin when the pump stopped."""
+        return not self._half_closed
+
     def modes(self) -> tuple[str, str]:
         """How stdin -> node and node -> stdout move: "splice" or "copy"."""
         return (
