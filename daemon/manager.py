@@ -17,6 +17,7 @@ from islurm.config.settings import Profile, Settings
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.ports import PortPool
+from islurm.daemon.progress import progress_message
 from islurm.daemon.readiness import confirm, probe_until_ready
 from islurm.daemon.records import Endpoint, RecordStore
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
@@ -51,21 +52,6 @@ class HookSetup:
     state_dir: str
     workdir: str
     ca_dir: str | None = None
-
-
-def progress_message(job: Job, slurm_error: str | None, waited: float) -> str:
-    """One line for the user's terminal about a job that is not ready yet."""
-    head = f"job {job.job_id} ({job.profile})"
-    if slurm_error:
-        return f"{head}: {slurm_error}; still waiting [{waited:.0f}s]"
-    if job.state.is_running:
-        return f"{head} running on {job.node or '?'}, starting sshd [{waited:.0f}s]"
-    parts = [f"{head} {job.state.value.lower()}"]
-    if job.reason and job.reason not in ("None", "(null)"):
-        parts.append(f"reason: {job.reason}")
-    if job.start_time and job.start_time not in ("N/A", "Unknown"):
-        parts.append(f"estimated start: {job.start_time}")
-    return ", ".join(parts) + f" [{waited:.0f}s]"
 
 
 class SessionManager:
@@ -341,7 +327,7 @@ class SessionManager:
         message = f"gave up after {limit:.0f} s (connect_timeout)"
         if job is not None and lease.submitted and job.leases <= {lease.id} and job.live:
             with trio.CancelScope(shield=True):
-                await self._cancel_jobs([job], why="connect timeout")
+                await self.cancel_jobs([job], why="connect timeout")
             message += f"; cancelled job {job.job_id}, which this connect had submitted"
         elif job is not None:
             message += f"; job {job.job_id} stays queued for its other users"
@@ -349,59 +335,6 @@ class SessionManager:
             "session.failed",
             {"code": int(Code.CONNECT_TIMEOUT), "message": message, "job_id": lease.job_id},
         )
-
-    # -- gpuswap -----------------------------------------------------------------------------
-    async def gpuswap(
-        self, lease: Lease, source: Job, release: bool, keep_constraints: bool, notify: Notify
-    ) -> None:
-        """Bring up the GPU profile's session with the CPU job's placement constraints, and
-        release the CPU job once the GPU session is ready if asked to."""
-        extra: tuple[str, ...] = ()
-        if keep_constraints:
-            try:
-                extra = tuple(await self.slurm.constraints(source.job_id))
-            except SlurmError as exc:
-                notify(
-                    "session.failed",
-                    {
-                        "code": int(
-                            Code.SLURM_UNREACHABLE
-                            if isinstance(exc, SlurmUnreachable)
-                            else Code.INTERNAL
-                        ),
-                        "message": f"cannot read job {source.job_id}'s constraints: {exc.message}",
-                    },
-                )
-                return
-            if extra:
-                notify(
-                    "session.progress",
-                    {
-                        "message": f"keeping job {source.job_id}'s constraints: {' '.join(extra)}",
-                        "waited": 0,
-                    },
-                )
-
-        async def released(job: Job) -> None:
-            if release and source.live and source is not job:
-                try:
-                    await self._cancel_jobs([source], why=f"gpuswap to job {job.job_id}")
-                except RpcFault as fault:
-                    notify(
-                        "session.progress",
-                        {
-                            "message": "could not release CPU job "
-                            f"{source.job_id}: {fault.message}",
-                            "waited": 0,
-                        },
-                    )
-                    return
-                notify(
-                    "session.progress",
-                    {"message": f"released CPU job {source.job_id}", "waited": 0},
-                )
-
-        await self.acquire(lease, notify, extra=extra, on_ready=released)
 
     # -- cancel, list ----------------------------------------------------------------------
     async def cancel(self, target: str) -> list[str]:
@@ -417,10 +350,10 @@ class SessionManager:
             jobs = [j for j in live if j.profile == target]
             if not jobs:
                 raise RpcFault(Code.NOT_FOUND, f"no job for profile {target}")
-        await self._cancel_jobs(jobs, why="requested")
+        await self.cancel_jobs(jobs, why="requested")
         return [j.job_id for j in jobs]
 
-    async def _cancel_jobs(self, jobs: list[Job], why: str) -> None:
+    async def cancel_jobs(self, jobs: list[Job], why: str) -> None:
         if not jobs:
             return
         try:
@@ -441,7 +374,7 @@ class SessionManager:
     async def cancel_duplicates(self, jobs: list[Job]) -> None:
         """Watcher callback: spare jobs of a profile that already has one in use."""
         try:
-            await self._cancel_jobs(jobs, why="duplicate")
+            await self.cancel_jobs(jobs, why="duplicate")
         except RpcFault as fault:
             log.warning("job.duplicate_cancel_failed", error=fault.message)
 
@@ -453,7 +386,7 @@ class SessionManager:
     async def reap(self, job: Job) -> None:
         """Watcher callback: the job had no lease for its idle grace."""
         try:
-            await self._cancel_jobs([job], why="idle")
+            await self.cancel_jobs([job], why="idle")
         except RpcFault as fault:
             log.warning("job.reap_failed", job_id=job.job_id, error=fault.message)
 

@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     signals.signal(signals.SIGHUP, signals.SIG_DFL)
     signals.signal(signals.SIGINT, signals.SIG_DFL)
 
+    from islurm.proxyshim import lease as leases
     from islurm.proxyshim import rpc, splice
 
     try:
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             opts.socket = paths.socket_path()
         conn, ready = rpc.acquire(opts.socket, opts.profile, opts.timeout)
         node = splice.connect_tcp(ready.host, ready.port)
-        lease = rpc.Lease(conn, opts.socket, ready.job_id, opts.profile)
+        lease = leases.Lease(conn, opts.socket, ready.job_id, opts.profile)
         pump = splice.Pump(node)
         try:
             code = pump.run(lease)

@@ -3,9 +3,7 @@
 Newline-delimited JSON-RPC on the daemon's Unix socket: `acquire` a session (starting islurmd
 on demand), then keep the connection as the `Lease` while the pump runs.
 
-Import-light on purpose: the `json` package pulls in `re` and `enum` (5 ms or more of start-up
-on every ssh), so lines are decoded with the C scanner from `_json` that `json` itself uses,
-and encoded by hand.
+Import-light on purpose: see jsonline.py.
 """
 
 import _socket
@@ -15,13 +13,13 @@ import select
 import sys
 import time
 
+from islurm.proxyshim.jsonline import ProtocolError, dumps, loads
+from islurm.proxyshim.jsonline import message as _message
 from islurm.proxyshim.splice import (
     EXIT_ACQUIRE,
     EXIT_DAEMON,
-    EXIT_ENDED,
     ShimError,
     inform,
-    report,
 )
 
 MAX_LINE = 64 * 1024
@@ -33,91 +31,6 @@ RESPAWN_EVERY = 10.0  # ... and at most one daemon start per this many seconds
 DAEMON_SHUTTING_DOWN = 1008
 
 _ABSENT = (errno.ENOENT, errno.ECONNREFUSED)  # nobody listens: start the daemon
-
-
-# -- JSON -------------------------------------------------------------------------------------
-
-
-class ProtocolError(Exception):
-    """The daemon sent something that is not a JSON-RPC line."""
-
-
-try:
-    from _json import encode_basestring_ascii as _quote
-    from _json import make_scanner as _make_scanner
-except ImportError:  # not CPython: the slower-to-import json package has the same pieces
-    from json.encoder import encode_basestring_ascii as _quote
-    from json.scanner import make_scanner as _make_scanner
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-class _ScanContext:
-    # The attributes json.decoder.JSONDecoder hands to the scanner.
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = staticmethod(_reject_constant)
-
-
-_scan = _make_scanner(_ScanContext())  # type: ignore[arg-type]
-
-
-def dumps(obj: object) -> str:
-    """Compact, ASCII-only JSON for None, bool, int, float, str, list, tuple and str-keyed dict."""
-    if obj is None:
-        return "null"
-    if obj is True:
-        return "true"
-    if obj is False:
-        return "false"
-    if isinstance(obj, str):
-        return _quote(obj)
-    if isinstance(obj, int):
-        return int.__repr__(obj)
-    if isinstance(obj, float):
-        if obj - obj != 0.0:  # NaN and the infinities
-            raise ValueError(f"{obj!r} is not JSON")
-        return float.__repr__(obj)
-    if isinstance(obj, dict):
-        items = []
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                raise TypeError(f"JSON object keys must be str, not {type(key).__name__}")
-            items.append(_quote(key) + ":" + dumps(value))
-        return "{" + ",".join(items) + "}"
-    if isinstance(obj, list | tuple):
-        return "[" + ",".join(dumps(item) for item in obj) + "]"
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def loads(text: str) -> object:
-    """Parse one JSON document; ValueError if it is not exactly one."""
-    text = text.strip(" \t\r\n")
-    try:
-        value, end = _scan(text, 0)
-    except StopIteration as stop:
-        raise ValueError(f"expected a JSON value at offset {stop.value}") from None
-    except (SystemError, RecursionError) as exc:
-        # 3.11's C scanner fails this way when json.decoder (which we avoid) is not loaded.
-        raise ValueError(f"invalid JSON: {exc}") from None
-    if end != len(text):
-        raise ValueError(f"extra data after the JSON value at offset {end}")
-    return value
-
-
-def _message(line: bytes) -> dict[str, object]:
-    try:
-        value = loads(line.decode("utf-8"))
-    except ValueError as exc:  # UnicodeDecodeError included
-        raise ProtocolError(f"islurmd sent an unreadable line ({exc}): {line[:80]!r}") from None
-    if not isinstance(value, dict):
-        raise ProtocolError(f"islurmd sent a line that is not a JSON object: {line[:80]!r}")
-    return value
 
 
 # -- the connection ---------------------------------------------------------------------------
@@ -470,122 +383,3 @@ def _ready(params: dict[str, object]) -> Ready:
     ):
         raise ShimError(EXIT_ACQUIRE, f"islurmd sent an invalid session.ready: {dumps(params)}")
     return Ready(job_id, _text(params.get("node")) or host, host, port, _text(params.get("lease")))
-
-
-# -- keeping the lease ------------------------------------------------------------------------
-
-
-class Lease:
-    """The RPC connection held while the pump runs (it is the lease on the job).
-
-    Reports `session.ended`; when islurmd goes away it re-attaches in the background, one
-    non-blocking attempt a second, starting the daemon if needed. Never stalls the bytes.
-    """
-
-    def __init__(self, conn: Conn | None, path: str, job_id: str, profile: str) -> None:
-        self._conn = conn
-        self._path = path
-        self._job_id = job_id
-        self._profile = profile
-        self._attach_id: int | None = None
-        self._retry_at: float | None = None
-        self._spawned_at = -RESPAWN_EVERY
-        self._gave_up = False
-        if conn is None:
-            self._retry_at = time.monotonic()
-        else:
-            conn.sock.setblocking(False)
-
-    def fileno(self) -> int:
-        return self._conn.sock.fileno() if self._conn is not None else -1
-
-    def deadline(self) -> float | None:
-        return self._retry_at
-
-    def on_readable(self) -> int | None:
-        conn = self._conn
-        if conn is None:
-            return None
-        alive = conn.fill()
-        try:
-            while (msg := conn.pop()) is not None:
-                code = self._handle(msg)
-                if code is not None:
-                    return code
-                if self._conn is not conn:
-                    return None
-        except ProtocolError:
-            alive = False
-        if not alive:
-            self._drop()
-        return None
-
-    def _handle(self, msg: dict[str, object]) -> int | None:
-        if msg.get("method") == "session.ended":
-            params = msg.get("params")
-            text = _text(params.get("message")) if isinstance(params, dict) else ""
-            report(text or f"job {self._job_id} ended")
-            return EXIT_ENDED
-        if self._attach_id is not None and msg.get("id") == self._attach_id:
-            self._attach_id = None
-            error = msg.get("error")
-            if error is not None:
-                code = error.get("code") if isinstance(error, dict) else None
-                if code != DAEMON_SHUTTING_DOWN:
-                    # The daemon does not know the job: retrying will not change its mind.
-                    report(f"cannot re-take the lease on job {self._job_id}: {_error_text(error)}")
-                    self._gave_up = True
-                self._drop()
-        return None
-
-    def explain_end(self, wait: float) -> int | None:
-        """After the node hung up: ask islurmd to look at Slurm now (session.check) and wait
-        briefly for `session.ended`; its exit code, or None if the job is still fine."""
-        conn = self._conn
-        if conn is None:
-            return None
-        try:
-            conn.sock.setblocking(True)
-            conn.send("session.check", {"job_id": self._job_id})
-            deadline = time.monotonic() + wait
-            while (msg := conn.wait(deadline)) is not None:
-                code = self._handle(msg)
-                if code is not None:
-                    return code
-        except (OSError, DaemonGone, ProtocolError):
-            return None
-        return None
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        self._attach_id = None
-        self._retry_at = None if self._gave_up else time.monotonic() + RECONNECT_EVERY
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        self._retry_at = now + RECONNECT_EVERY
-        try:
-            sock, err = _open(self._path, blocking=False)
-        except (OSError, ShimError):
-            return
-        if err == 0:
-            conn = Conn(sock)
-            try:
-                attach_id = conn.send(
-                    "session.attach", {"job_id": self._job_id, "profile": self._profile}
-                )
-            except OSError:
-                conn.close()
-                return
-            self._conn, self._attach_id, self._retry_at = conn, attach_id, None
-            return
-        sock.close()
-        if err in _ABSENT and now - self._spawned_at >= RESPAWN_EVERY:
-            self._spawned_at = now
-            try:
-                _private_dir(self._path)
-                spawn_daemon(self._path, wait=False)
-            except ShimError:
-                pass

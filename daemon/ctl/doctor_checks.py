@@ -177,7 +177,7 @@ def check_state_dir(path: str) -> Check:
     if not os.path.lexists(path):
         try:
             os.makedirs(path, mode=0o700)
-            created = " (created)"
+            created = "created, "
         except OSError as exc:
             return fail(name, f"cannot create {path}: {exc}", f"create it, {elsewhere}")
     if not os.path.isdir(path):
@@ -193,7 +193,7 @@ def check_state_dir(path: str) -> Check:
         return fail(name, f"cannot write in {path}: {exc}", f"chmod u+rwx {path}, {elsewhere}")
     if why:
         return warn(name, why, f"chmod 700 {path}")
-    return ok(name, f"{path}{created} (0700, writable)")
+    return ok(name, f"{path} ({created}0700, writable)")
 
 
 def check_free_space(path: str) -> Check:
@@ -294,8 +294,11 @@ def check_slurm(slurm: SlurmClient) -> Check:
     except SlurmError as exc:
         fix = "install the Slurm client tools (squeue, sbatch) or put them on PATH"
         return fail("slurm", f"squeue failed: {exc.message}", fix)
-    took, mine = time.monotonic() - t0, sum(1 for r in rows if r.profile)
-    return ok("slurm", f"squeue answered in {took:.2f} s ({len(rows)} jobs, {mine} islurm's)")
+    live = [r for r in rows if not r.state.is_ended]  # squeue --states=all: recent ends too
+    took, mine = time.monotonic() - t0, sum(1 for r in live if r.profile)
+    return ok(
+        "slurm", f"squeue answered in {took:.2f} s (you have {len(live)} jobs, {mine} islurm's)"
+    )
 
 
 def check_profile(slurm: SlurmClient, settings: Settings, name: str, state_dir: str) -> Check:
@@ -317,5 +320,7 @@ def check_profile(slurm: SlurmClient, settings: Settings, name: str, state_dir: 
             else f"edit the profile's sbatch options: {where}"
         )
         return fail(check, f"sbatch --test-only refused it: {exc.message}", fix)
+    except OSError as exc:  # SlurmCli.test_submit lets a missing sbatch through
+        return fail(check, f"cannot run sbatch: {exc}", "install the Slurm client tools")
     verdict = re.sub(r"^(?:sbatch: )?Job \d+ to start", "would start", one_line(said))
     return ok(check, f"{' '.join(profile.sbatch)}: {verdict}")

@@ -78,7 +78,11 @@ def probe() -> None:
 
 
 def _must(*args: str) -> SystemctlResult:
-    result = systemctl(*args)
+    """systemctl after a successful probe: any failure now is an error of the command."""
+    try:
+        result = systemctl(*args)
+    except SystemdUnavailable as exc:
+        raise Fail(EXIT["error"], str(exc)) from None
     if result.returncode != 0:
         raise Fail(EXIT["error"], f"`systemctl --user {' '.join(args)}`: {result.detail}")
     return result
@@ -90,7 +94,9 @@ def _must(*args: str) -> SystemctlResult:
 def daemon_argv() -> list[str]:
     """The installed islurmd beside this Python (symlinks kept: the venv is found through
     them), else this Python running the daemon module."""
-    python = os.path.abspath(sys.executable or "python3")
+    if not sys.executable:
+        raise ValueError("cannot tell which Python runs islurmctl (sys.executable is empty)")
+    python = os.path.abspath(sys.executable)
     script = os.path.join(os.path.dirname(python), "islurmd")
     if os.path.isfile(script) and os.access(script, os.X_OK):
         return [script]
@@ -102,22 +108,35 @@ def _check_text(value: str) -> None:
         raise ValueError(f"control characters cannot be written into a unit file: {value!r}")
 
 
-def quote_word(word: str, *, expands_env: bool = True) -> str:
-    """One argument as systemd's Exec*= lines read it: %-specifiers and $VARIABLES are
+def quote_word(word: str) -> str:
+    """One argument of an Exec*= line as systemd reads it: %-specifiers and $VARIABLES are
     escaped, words with blanks, quotes or backslashes are double-quoted (C escapes inside)."""
     _check_text(word)
-    text = word.replace("%", "%%")
-    if expands_env:
-        text = text.replace("$", "$$")
+    text = word.replace("%", "%%").replace("$", "$$")
     if text and not any(c in " \"'\\;" for c in text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def quote_program(path: str) -> str:
+    """The program of an Exec*= line: systemd expands %-specifiers in it but not $, and
+    refuses (fatally) a program path holding a quote, a backslash or a control character."""
+    if not os.path.isabs(path):
+        raise ValueError(f"systemd needs an absolute program path, got {path!r}")
+    if any(c in "\"'\\" or ord(c) < 0x20 or c == "\x7f" for c in path):
+        raise ValueError(
+            f"systemd refuses to run a program whose path holds a quote, a backslash or a "
+            f"control character: {path!r} (move islurm elsewhere, or rely on islurm-proxy "
+            "starting islurmd on demand)"
+        )
+    text = path.replace("%", "%%")
+    return f'"{text}"' if any(c.isspace() or c == ";" for c in text) else text
+
+
 def exec_line(argv: list[str]) -> str:
-    if not argv or not os.path.isabs(argv[0]):
-        raise ValueError(f"ExecStart needs an absolute program path, got {argv!r}")
-    return " ".join(quote_word(a) for a in argv)
+    if not argv:
+        raise ValueError("ExecStart needs a program")
+    return " ".join([quote_program(argv[0]), *(quote_word(a) for a in argv[1:])])
 
 
 def service_path_value(path_env: str) -> str:

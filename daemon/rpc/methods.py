@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from jsonrpcserver import Error, InvalidParams, Result, Success, dispatch
 
+from islurm.daemon import gpuswap as swap
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.manager import SessionManager
 from islurm.daemon.rpc.server import Connection, deserialize
@@ -104,7 +105,7 @@ def build_methods(
         ctx.leases.add(lease.id)
         ctx.after_reply(
             functools.partial(
-                manager.gpuswap, lease, job, release_cpu, keep_constraints, ctx.notify
+                swap.gpuswap, manager, lease, job, release_cpu, keep_constraints, ctx.notify
             )
         )
         return Success({"lease": lease.id, "profile": target, "source_job": job.job_id})

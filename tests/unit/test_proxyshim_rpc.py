@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from islurm.proxyshim import lease as leases
 from islurm.proxyshim import rpc
 from islurm.proxyshim.splice import ShimError
 
@@ -485,7 +486,7 @@ def test_daemon_argv_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_lease_reports_session_ended_and_survives_eof(tmp_path: Path) -> None:
     ours, theirs = socket.socketpair()
-    lease = rpc.Lease(rpc.Conn(ours), str(tmp_path / "none.sock"), "42", "cpu")
+    lease = leases.Lease(rpc.Conn(ours), str(tmp_path / "none.sock"), "42", "cpu")
     assert lease.on_readable() is None  # nothing yet: fine
     assert lease.deadline() is None
     theirs.sendall(b'{"jsonrpc":"2.0","method":"session.progress","params":{}}\n')
@@ -498,12 +499,12 @@ def test_lease_reports_session_ended_and_survives_eof(tmp_path: Path) -> None:
     assert lease.deadline() is not None
 
 
-def attach_and_answer(shim_dir: Path, error: dict[str, object]) -> rpc.Lease:
+def attach_and_answer(shim_dir: Path, error: dict[str, object]) -> leases.Lease:
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(shim_dir / "d.sock"))
     listener.listen(1)
     with listener:
-        lease = rpc.Lease(None, str(shim_dir / "d.sock"), "42", "cpu")
+        lease = leases.Lease(None, str(shim_dir / "d.sock"), "42", "cpu")
         assert lease.fileno() == -1
         assert lease.deadline() is not None  # at once: reconnect
         lease.tick()

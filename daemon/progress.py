@@ -1,0 +1,20 @@
+"""What a waiting user reads on their terminal about a job that is not ready yet. Pure."""
+
+from __future__ import annotations
+
+from islurm.daemon.jobs import Job
+
+
+def progress_message(job: Job, slurm_error: str | None, waited: float) -> str:
+    """One line for the user's terminal about a job that is not ready yet."""
+    head = f"job {job.job_id} ({job.profile})"
+    if slurm_error:
+        return f"{head}: {slurm_error}; still waiting [{waited:.0f}s]"
+    if job.state.is_running:
+        return f"{head} running on {job.node or '?'}, starting sshd [{waited:.0f}s]"
+    parts = [f"{head} {job.state.value.lower()}"]
+    if job.reason and job.reason not in ("None", "(null)"):
+        parts.append(f"reason: {job.reason}")
+    if job.start_time and job.start_time not in ("N/A", "Unknown"):
+        parts.append(f"estimated start: {job.start_time}")
+    return ", ".join(parts) + f" [{waited:.0f}s]"
