@@ -394,6 +394,13 @@ def status_info(client_socket: str) -> dict[str, Any]:
             "active": props.get("ActiveState", "unknown"),
             "enabled": props.get("UnitFileState") or "unknown",
         }
+    if info["systemd"][SOCKET_UNIT]["active"] == "failed":
+        # e.g. islurmd kept failing (a bad config) and systemd gave up on the socket.
+        info["warning"] = (
+            f"{SOCKET_UNIT} has failed; once `systemctl --user status {SERVICE_UNIT}` shows "
+            f"why and it is fixed: systemctl --user reset-failed {SOCKET_UNIT} {SERVICE_UNIT} "
+            "&& islurmctl service install"
+        )
     if info["systemd"][SOCKET_UNIT]["active"] == "active":
         info["mode"], info["description"] = "systemd", "systemd socket activation"
         listen = shown[SOCKET_UNIT].get("Listen", "").rsplit(" (", 1)[0]
