@@ -362,14 +362,15 @@ def test_authorized_keys_in_a_group_writable_ssh_dir(home: Path) -> None:
 
 def test_state_dir_is_created_private(tmp_path: Path) -> None:
     c = dc.check_state_dir(str(tmp_path / "a" / "state"))
-    assert c.status is dc.Status.OK and "(created)" in c.detail
+    assert c.status is dc.Status.OK and "(created, 0700, writable)" in c.detail
     assert os.stat(tmp_path / "a" / "state").st_mode & 0o777 == 0o700
 
 
 def test_state_dir_existing_and_private(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir(mode=0o700)
     c = dc.check_state_dir(str(tmp_path / "s"))
-    assert c.status is dc.Status.OK and "(created)" not in c.detail
+    assert c.status is dc.Status.OK and c.detail.endswith(" (0700, writable)")
+    assert "created" not in c.detail
     assert os.listdir(tmp_path / "s") == []  # the write probe is gone
 
 
@@ -525,11 +526,14 @@ def test_daemon_unreachable() -> None:
 
 
 def test_slurm_answers() -> None:
-    slurm = ScriptedSlurm(
-        ("query", rows(running_line("7"), squeue_line("8", name="x", comment="")))
+    answer = rows(
+        running_line("7"),
+        squeue_line("8", name="x", comment=""),
+        squeue_line("6", state="COMPLETED"),
     )
+    slurm = ScriptedSlurm(("query", answer))
     c = dc.check_slurm(slurm)
-    assert c.status is dc.Status.OK and "(2 jobs, 1 islurm's)" in c.detail
+    assert c.status is dc.Status.OK and "(you have 2 jobs, 1 islurm's)" in c.detail
     slurm.check()
 
 
@@ -598,6 +602,12 @@ def test_profile_slurm_unreachable(home: Path) -> None:
     err = SlurmUnreachable(["sbatch"], 1, "", UNREACHABLE)
     c = dc.check_profile(ScriptedSlurm(("test_submit", err)), settings_for(home), "short", "/s")
     assert c.kind == "slurm_unreachable" and c.fix == dc.SLURM_FIX
+
+
+def test_profile_without_sbatch(home: Path) -> None:
+    missing = FileNotFoundError(2, "No such file or directory", "sbatch")
+    c = dc.check_profile(ScriptedSlurm(("test_submit", missing)), settings_for(home), "short", "/s")
+    assert c.status is dc.Status.FAIL and "cannot run sbatch" in c.detail
 
 
 def test_unknown_profile(home: Path) -> None:
