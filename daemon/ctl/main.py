@@ -235,7 +235,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_logs() -> None:
+    """Library logs (the Slurm client's) go to stderr, warnings and worse only: stdout is
+    islurmctl's own output."""
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_logs()
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None or args.command == "help":

@@ -135,6 +135,8 @@ class SlurmCli(SlurmClient):
                 )
         except trio.TooSlowError:
             raise SlurmUnreachable(argv, None, "", "sbatch --test-only did not answer") from None
+        except OSError as exc:
+            raise SlurmError(argv, None, "", f"cannot run {argv[0]}: {exc}") from None
         err = proc.stderr.decode("utf-8", "replace")
         if proc.returncode != 0:
             cls = SlurmUnreachable if is_controller_unreachable(err) else SlurmError
