@@ -61,12 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     sock = args.socket or paths.socket_path()
     listener = unix_listener.from_systemd()
     mode = "systemd" if listener is not None else "on-demand"
-    lock_fd = None
+    ours: tuple[int, int] | None = None
     try:
         if listener is None:
             paths.ensure_private_dir(os.path.dirname(sock))
             lock_fd = unix_listener.take_lock(sock)
             listener = unix_listener.bind(sock)
+            ours = unix_listener.identity(sock)
+        else:
+            # systemd bound the socket and owns the file; we report what it really is.
+            name = listener.socket.getsockname()
+            sock = name if isinstance(name, str) and name else sock
+            paths.ensure_private_dir(os.path.dirname(sock))
+            lock_fd = unix_listener.take_over_lock(sock)
     except unix_listener.AlreadyRunning:
         log.info("daemon.already_running", socket=sock)
         return 0
@@ -88,9 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(daemon.run, listener)
     finally:
-        if lock_fd is not None:
-            unix_listener.remove_socket(sock)
-            os.close(lock_fd)
+        unix_listener.remove_socket(sock, ours)  # never a socket systemd (or another) bound
+        os.close(lock_fd)
         log.info("daemon.stopped")
     return 0
 

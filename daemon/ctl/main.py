@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from islurm.config import paths
-from islurm.daemon.ctl import doctor, sessions
+from islurm.daemon.ctl import doctor, service, sessions
 from islurm.daemon.ctl.common import EXIT, RPC_TO_EXIT, Fail, call, connect, exit_for
 
 __all__ = ["EXIT", "RPC_TO_EXIT", "Fail", "main"]
@@ -229,6 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     add("known-hosts", cmd_known_hosts, "print the @cert-authority line for known_hosts", False)
     sessions.register(sub)
     doctor.register(sub)
+    service.register(sub)
     h = sub.add_parser("help", help="show help for a command")
     h.add_argument("topic", nargs="?")
     h.set_defaults(fn=None)

@@ -69,11 +69,16 @@ def from_systemd() -> trio.SocketListener | None:
     """The listening socket systemd passed (LISTEN_FDS/LISTEN_PID), if any."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return None
-    count = int(os.environ.get("LISTEN_FDS", "0") or 0)
-    if count < 1:
-        return None
+    raw_count = os.environ.get("LISTEN_FDS", "0")
+    count = int(raw_count) if raw_count.isdigit() else 0
     for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(var, None)
+    if count < 1:
+        return None
+    for extra in range(SD_LISTEN_FDS_START + 1, SD_LISTEN_FDS_START + count):
+        # We serve one socket; more must not leak into sbatch and the jobs.
+        with contextlib.suppress(OSError):
+            os.close(extra)
     raw = stdsocket.socket(fileno=SD_LISTEN_FDS_START)
     if raw.family != stdsocket.AF_UNIX or raw.type != stdsocket.SOCK_STREAM:
         raise OSError(errno.EINVAL, "systemd passed a socket that is not AF_UNIX/SOCK_STREAM")
@@ -93,6 +98,45 @@ def peer_credentials(sock: trio.socket.SocketType) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
-def remove_socket(sock_path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(sock_path)
+def identity(sock_path: str) -> tuple[int, int] | None:
+    """(device, inode) of the socket file, to recognise our own later."""
+    try:
+        st = os.lstat(sock_path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def remove_socket(sock_path: str, ours: tuple[int, int] | None) -> None:
+    """Remove the socket file only if it is still the one we bound (systemd or another daemon
+    may have bound the path since)."""
+    if ours is not None and identity(sock_path) == ours:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock_path)
+
+
+def take_over_lock(sock_path: str, wait: float = 10.0) -> int:
+    """Under systemd: take the lock from an on-demand daemon (asked to stop: its shims
+    re-attach to us), so two daemons never serve one user on one node."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + wait
+    asked = False
+    while True:
+        try:
+            return take_lock(sock_path)
+        except AlreadyRunning:
+            if time.monotonic() >= deadline:
+                raise
+        if not asked:
+            asked = True
+            try:
+                with open(paths.lock_path(sock_path), encoding="ascii") as f:
+                    pid = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid > 0 and pid != os.getpid():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
+        time.sleep(0.05)

@@ -295,8 +295,9 @@ def test_islurmd_serves_a_socket_passed_like_systemd_and_leaves_it_there(
         assert status["mode"] == "systemd", activator.output()
         assert status["pid"] == pid
         assert status["socket"] == str(sock)
-        # systemd mode takes no lock and binds nothing of its own.
-        assert not (sock.parent / "islurmd.lock").exists()
+        # systemd mode binds nothing of its own, but holds the per-socket lock (with its pid)
+        # so an on-demand islurmd can never serve the same user beside it.
+        assert (sock.parent / "islurmd.lock").read_text().strip() == str(pid)
 
         os.kill(pid, signal.SIGTERM)
         exited = activator.read(10)
