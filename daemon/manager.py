@@ -21,6 +21,7 @@ from islurm.daemon.progress import progress_message
 from islurm.daemon.readiness import confirm, probe_until_ready
 from islurm.daemon.records import Endpoint, RecordStore
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
+from islurm.daemon.slurm.parse import time_limit_of
 from islurm.daemon.slurm.states import JobState
 from islurm.daemon.slurm.submission import HookCommand, job_script, sbatch_options
 from islurm.daemon.watcher import Watcher
@@ -286,6 +287,7 @@ class SessionManager:
                 profile=profile.name,
                 ca_dir=self.hook.ca_dir,
                 walltime_warnings=profile.walltime_warnings,
+                time_limit=time_limit_of([*profile.sbatch, *extra]),
             )
         )
         notify(

@@ -33,7 +33,7 @@ GPU_VARS = (
     "ZE_AFFINITY_MASK",
 )
 HOST_CERT_PRINCIPAL = "islurm"
-END_TIME_RECHECK = 300.0
+END_TIME_RECHECK = 900.0  # an admin may extend a job's limit: look again this often
 
 
 class Stop(Exception):
@@ -183,6 +183,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", required=True)
     p.add_argument("--ca-dir", default=None)
     p.add_argument("--warn-before", type=float, action="append", default=[])
+    p.add_argument("--time-limit", type=int, default=None, help="the job's limit in seconds")
     return p.parse_args(argv)
 
 
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     error_path = os.path.join(records, f"{job_id}.error")
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(signum, _on_signal)
+    started = time.time()  # within a second of the job's start: the hook is its batch script
     jobdir = tempfile.mkdtemp(prefix=f"islurm-job{job_id}-")  # 0700, node-local
     proc: subprocess.Popen[bytes] | None = None
     code = 0
@@ -208,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         host_pub = sshd.generate_host_key(key, f"islurm-job-{job_id}@{node}")
         cert = None
         ca_key = os.path.join(args.ca_dir, "ca") if args.ca_dir else None
-        end = jobinfo.end_time(job_id)
+        # The daemon passes the profile's time limit; Slurm is asked only when it could not.
+        end = started + args.time_limit if args.time_limit else jobinfo.end_time(job_id)
         if ca_key and os.path.exists(ca_key):
             # Valid for this job's lifetime only (plus a little clock skew either side).
             until = time.strftime("%Y%m%d%H%M%S", time.localtime(end + 300)) if end else "+1d"

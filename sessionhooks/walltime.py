@@ -4,9 +4,8 @@ from __future__ import annotations
 
 
 def format_left(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    if minutes >= 2:
-        return f"{minutes} minutes"
+    if seconds >= 119.5:
+        return f"{round(seconds / 60)} minutes"
     return f"{max(0, round(seconds))} seconds"
 
 

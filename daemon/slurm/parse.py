@@ -137,3 +137,41 @@ def parse_job_constraints(scontrol_line: str) -> list[str]:
     if features and features != "(null)":
         options.append(f"--constraint={features}")
     return options
+
+
+_SBATCH_TIME = re.compile(
+    r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
+    r"|(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)|(?P<mm>\d+):(?P<ss>\d+)|(?P<min>\d+))$"
+)
+
+
+def parse_sbatch_time(value: str) -> int | None:
+    """Seconds from an sbatch --time value ("30", "30:00", "4:00:00", "1-12", "1-12:30",
+    "1-12:30:15"); None for UNLIMITED, INFINITE or anything else."""
+    m = _SBATCH_TIME.match(value.strip())
+    if not m:
+        return None
+    g = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+    if "d" in g:
+        return ((g["d"] * 24 + g["dh"]) * 60 + g.get("dm", 0)) * 60 + g.get("ds", 0)
+    if "h" in g:
+        return (g["h"] * 60 + g["m"]) * 60 + g["s"]
+    if "mm" in g:
+        return g["mm"] * 60 + g["ss"]
+    return g["min"] * 60
+
+
+def time_limit_of(options: list[str] | tuple[str, ...]) -> int | None:
+    """The time limit an sbatch argv asks for (the last --time/-t wins), in seconds."""
+    limit: int | None = None
+    for i, opt in enumerate(options):
+        value: str | None = None
+        if opt.startswith("--time="):
+            value = opt[len("--time=") :]
+        elif opt in ("--time", "-t") and i + 1 < len(options):
+            value = options[i + 1]
+        elif opt.startswith("-t") and len(opt) > 2 and not opt.startswith("--"):
+            value = opt[2:]
+        if value is not None:
+            limit = parse_sbatch_time(value)
+    return limit

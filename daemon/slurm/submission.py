@@ -20,6 +20,7 @@ class HookCommand:
     profile: str
     ca_dir: str | None = None
     walltime_warnings: Sequence[float] = ()
+    time_limit: int | None = None  # seconds, when the profile says (saves the hook a squeue)
 
     def argv(self) -> list[str]:
         argv = [
@@ -37,6 +38,8 @@ class HookCommand:
             argv += ["--ca-dir", self.ca_dir]
         for lead in self.walltime_warnings:
             argv += ["--warn-before", f"{lead:g}"]
+        if self.time_limit is not None:
+            argv += ["--time-limit", str(self.time_limit)]
         return argv
 
 
