@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def format_left(seconds: float) -> str:
-    if seconds >= 119.5:
+    if seconds >= 110:  # a "2 minutes" warning fires a moment after 120 s left
         return f"{round(seconds / 60)} minutes"
     return f"{max(0, round(seconds))} seconds"
 
