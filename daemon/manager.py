@@ -18,7 +18,7 @@ from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.ports import PortPool
 from islurm.daemon.progress import progress_message
-from islurm.daemon.readiness import confirm, probe_until_ready
+from islurm.daemon.readiness import probe_until_ready, still_listening
 from islurm.daemon.records import Endpoint, RecordStore
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
 from islurm.daemon.slurm.parse import time_limit_of
@@ -122,7 +122,6 @@ class SessionManager:
         profile = self.profile(lease.profile)
         limit = limit or profile.connect_timeout
         self.watcher.waiting += 1
-        self.watcher.kick()
         try:
             with trio.move_on_after(limit) as scope:
                 job, ep = await self._wait_ready(lease, profile, notify, extra)
@@ -190,6 +189,7 @@ class SessionManager:
     ) -> tuple[Job, Endpoint]:
         t0 = trio.current_time()
         said: tuple[str, float] = ("", -HEARTBEAT)  # (message without the clock, when said)
+        kicked = False  # a ready job needs no Slurm call; one that makes us wait does
         while True:
             job = await self._job_for(lease, profile, notify, extra)
             self._bind(lease, job)
@@ -200,7 +200,7 @@ class SessionManager:
                 fresh = trio.current_time() - job.confirmed_at < CONFIRM_FRESH
                 if fresh:
                     return job, endpoint
-                if await confirm(endpoint):
+                if await still_listening(endpoint):
                     job.confirmed_at = trio.current_time()
                     return job, endpoint
                 # Stale: the job's sshd went away between polls. Ask Slurm again.
@@ -231,6 +231,9 @@ class SessionManager:
                         "waited": now - t0,
                     },
                 )
+            if not kicked:
+                kicked = True
+                self.watcher.kick()
             with trio.move_on_after(HEARTBEAT):
                 await job.wait_changed()
 

@@ -27,6 +27,20 @@ async def read_banner(host: str, port: int, limit: float = BANNER_TIMEOUT) -> by
     return data.split(b"\n", 1)[0].rstrip(b"\r")
 
 
+async def still_listening(endpoint: Endpoint, limit: float = 1.0) -> bool:
+    """Cheap re-check of an endpoint already confirmed once: the kernel completes a TCP
+    connect from the listen backlog, so this proves sshd's socket is alive without waiting for
+    sshd (OpenSSH re-executes itself per connection: a banner costs it ~20 ms)."""
+    try:
+        with trio.fail_after(limit):
+            stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+        await stream.aclose()
+    except (OSError, trio.TooSlowError) as exc:
+        log.info("readiness.gone", job_id=endpoint.job_id, error=str(exc))
+        return False
+    return True
+
+
 async def confirm(endpoint: Endpoint) -> bool:
     try:
         banner = await read_banner(endpoint.host, endpoint.port)

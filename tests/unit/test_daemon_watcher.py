@@ -36,6 +36,8 @@ def banners(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(readiness, "confirm", confirm)
     monkeypatch.setattr(manager, "confirm", confirm, raising=False)
+    # A known endpoint is re-checked with a bare connect (readiness.still_listening).
+    monkeypatch.setattr(manager, "still_listening", confirm)
 
 
 async def no_reap(job: object) -> None:
@@ -108,7 +110,9 @@ async def test_held_sessions_do_not_speed_up_polling(
         await trio.sleep(599)
         during = len(slurm.of("query")) - before
         assert len(daemon.table.get("4242").leases) == 20
-    assert 19 <= during <= 20
+    # 600 s at the idle interval (30 s) is 20 polls; one more may fall on the busy interval
+    # the watcher chose while the 20 flows were still waiting. Never one per session.
+    assert 19 <= during <= 21
 
 
 async def test_idle_job_is_cancelled_after_grace_and_not_while_leased(
@@ -159,6 +163,8 @@ async def test_poll_begun_before_a_submission_does_not_lose_the_new_job(
     async with live_daemon(tmp_path, slurm) as (daemon, state, nursery):
         notes = Notes()
         nursery.start_soon(daemon.manager.acquire, daemon.manager.new_lease("cpu"), notes)
+        await trio.sleep(0.4)
+        daemon.watcher.kick()  # another waiter: a poll begins at 0.5, while sbatch runs
         with trio.fail_after(GUARD):
             await notes.wait_for("session.progress", lambda p: p.get("state") == "PENDING")
             await trio.sleep(2)  # the stale answer has been applied by now
