@@ -101,7 +101,7 @@ class SessionManager:
             old.leases.discard(lease.id)
             if not old.leases:
                 old.idle_since = trio.current_time()
-                self.watcher.kick()  # the reaper's next deadline moved
+                self.watcher.wake()  # the reaper's next deadline moved; no Slurm call
         lease.job_id = None
 
     def release(self, lease_id: str) -> None:

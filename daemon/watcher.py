@@ -42,9 +42,15 @@ class Watcher:
         self.last_poll: float | None = None
         self.synced = trio.Event()
         self._kick = trio.Event()
+        self._poll_wanted = False
 
     def kick(self) -> None:
-        """Poll now (someone started waiting or something changed)."""
+        """Poll soon (someone started waiting, or something changed in Slurm)."""
+        self._poll_wanted = True
+        self._kick.set()
+
+    def wake(self) -> None:
+        """Recompute deadlines (a lease was released) without asking Slurm anything."""
         self._kick.set()
 
     def status(self) -> dict[str, object]:
@@ -171,6 +177,8 @@ class Watcher:
                 await self._kick.wait()
             if self._kick.is_set():
                 self._kick = trio.Event()
+            if self._poll_wanted:
+                self._poll_wanted = False
                 # A kick polls soon, but never faster than the busy interval.
                 poll_at = min(poll_at, polled_at + self.poll_busy)
                 await trio.sleep(max(0.0, poll_at - trio.current_time()))
