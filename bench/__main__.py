@@ -38,7 +38,7 @@ def _args() -> argparse.Namespace:
 def _reps(quick: bool) -> dict[str, Any]:
     if quick:
         return {"startup": 10, "shim": 3, "cold": 3, "concurrent": 2, "warm": 6, "ssh": 3,
-                "bytes": 256 << 20, "shim_bytes": 256 << 20, "window": 45.0}  # fmt: skip
+                "bytes": 256 << 20, "shim_bytes": 256 << 20, "window": 60.0}  # fmt: skip
     return {"startup": 30, "shim": 10, "cold": 10, "concurrent": 10, "warm": 20, "ssh": 10,
             "bytes": 1 << 30, "shim_bytes": 512 << 20, "window": 120.0}  # fmt: skip
 

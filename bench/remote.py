@@ -84,9 +84,13 @@ def throughput(ctx: Ctx, reps: int, total: int) -> dict[str, list[float]]:
 
 
 def open_sessions(ctx: Ctx, n: int, timeout: float = 120) -> list[subprocess.Popen[bytes]]:
-    """n interactive-like sessions: a remote `sleep` each, held open until we stop them."""
+    """n open sessions, each a remote `cat` reading its stdin: it ends with the connection
+    (a remote `sleep` would outlive it: the test cluster's proctrack/linuxproc does not kill
+    what a session leaves behind, not even on scancel)."""
+    pipe = subprocess.PIPE
     procs = [
-        ctx.ssh("slurm-cpu", "echo up; exec sleep 7200", stdout=subprocess.PIPE) for _ in range(n)
+        ctx.ssh("slurm-cpu", "echo up; exec cat >/dev/null", stdin=pipe, stdout=pipe)
+        for _ in range(n)
     ]
     deadline = time.monotonic() + timeout
     for p in procs:
@@ -99,15 +103,20 @@ def open_sessions(ctx: Ctx, n: int, timeout: float = 120) -> list[subprocess.Pop
 
 
 def close_sessions(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
+    for p in procs:  # EOF: the remote cat exits, the session ends, ssh exits
+        if p.stdin:
+            p.stdin.close()
+    deadline = time.monotonic() + 10
     for p in procs:
         try:
-            p.wait(10)
+            p.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         for s in (p.stdout, p.stderr):
             if s:
                 s.close()
