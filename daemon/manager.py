@@ -263,12 +263,13 @@ class SessionManager:
             return await self._submit(lease, profile, notify, extra)
 
     async def _until_synced(self, notify: Notify) -> None:
+        said = None
         while not self.watcher.synced.is_set():
-            notify(
-                "session.progress",
-                {"message": self.watcher.error or "asking Slurm for your jobs", "waited": 0},
-            )
-            with trio.move_on_after(5):
+            message = self.watcher.error or "asking Slurm for your jobs"
+            if message != said:
+                said = message
+                notify("session.progress", {"message": message, "waited": 0})
+            with trio.move_on_after(1):
                 await self.watcher.synced.wait()
 
     async def _submit(

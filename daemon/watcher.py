@@ -18,6 +18,11 @@ from islurm.daemon.slurm.parse import parse_slurm_duration
 
 log = structlog.get_logger("islurm.watcher")
 
+SLOW_POLL = 3.0  # squeue takes milliseconds; this long without an answer is worth saying
+SLOW_TEXT = (
+    f"Slurm has not answered for over {SLOW_POLL:.0f} s (controller unreachable or overloaded?)"
+)
+
 
 class Watcher:
     def __init__(
@@ -43,6 +48,7 @@ class Watcher:
         self.synced = trio.Event()
         self._kick = trio.Event()
         self._poll_wanted = False
+        self._poll_started: float | None = None
 
     def kick(self) -> None:
         """Poll soon (someone started waiting, or something changed in Slurm)."""
@@ -68,6 +74,7 @@ class Watcher:
     async def poll_once(self) -> None:
         self.polls += 1
         generation = self.table.begin_poll()
+        self._poll_started = trio.current_time()
         try:
             rows = await self.slurm.query()
         except SlurmUnreachable as exc:
@@ -76,6 +83,8 @@ class Watcher:
         except SlurmError as exc:
             self._failed(f"squeue failed: {exc.message}")
             return
+        finally:
+            self._poll_started = None
         if self.error:
             log.info("watcher.recovered", was=self.error)
         self.error = None
@@ -158,11 +167,29 @@ class Watcher:
                         "job.walltime_warning", job_id=job.job_id, seconds_left=left, lead=lead
                     )
 
+    async def _watchdog(self) -> None:
+        """Say so when Slurm takes long to answer: its clients retry for a long while when the
+        controller is down, and a user waiting on a silent terminal deserves to know why."""
+        while True:
+            await trio.sleep(1.0)
+            started = self._poll_started
+            if started is None:
+                continue
+            if trio.current_time() - started >= SLOW_POLL and self.error != SLOW_TEXT:
+                self._failed(SLOW_TEXT)
+
     async def run(
         self,
         leads: Callable[[str], tuple[float, ...]],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watchdog)
+            await self._loop(leads, task_status)
+
+    async def _loop(
+        self, leads: Callable[[str], tuple[float, ...]], task_status: trio.TaskStatus[None]
     ) -> None:
         await self.poll_once()
         polled_at = trio.current_time()

@@ -227,3 +227,25 @@ async def test_fake_slurm_replays_its_script_then_fails_loudly() -> None:
         await slurm.query()
     assert [c.method for c in slurm.calls] == ["submit"] * 3 + ["query"] * 3
     assert slurm.unexpected == ["submit(['--again'], '')", "query()"]
+
+
+async def test_a_squeue_that_hangs_is_reported_to_the_waiting_user(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    async def hung() -> list[object]:
+        await trio.sleep(20)  # a Slurm client retrying against a stopped controller
+        return rows(squeue_line("4242"))
+
+    slurm = FakeSlurm().script("query", [], hung).always("query", rows(squeue_line("4242")))
+    slurm.script("submit", "4242")
+    async with live_daemon(tmp_path, slurm) as (daemon, _state, nursery):
+        notes = Notes()
+        nursery.start_soon(daemon.manager.acquire, daemon.manager.new_lease("cpu"), notes)
+        with trio.fail_after(GUARD):
+            said = await notes.wait_for(
+                "session.progress", lambda p: "controller unreachable" in str(p.get("message"))
+            )
+            assert trio.current_time() < 10  # said while the poll still hangs, not after
+            assert "has not answered" in str(said["message"])
+            await trio.sleep(20)  # the hung squeue answers at last
+        assert daemon.watcher.error is None  # and the warning is gone
