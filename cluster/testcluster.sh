@@ -155,7 +155,7 @@ slurm_pidfile() {
     case $1 in
     slurmctld) echo "$RUN_DIR/slurmctld.pid" ;;
     slurmd-*) echo "$RUN_DIR/slurmd-${1#slurmd-}.pid" ;;
-    *) echo /nonexistent ;;
+    *) ;; # munged: no pid file of Slurm's
     esac
 }
 
@@ -201,7 +201,9 @@ stop_procs() {
         done
     fi
     for name in "$@"; do
-        rm -f "$PID_DIR/$name.pid" "$(slurm_pidfile "$name")"
+        rm -f "$PID_DIR/$name.pid"
+        f=$(slurm_pidfile "$name")
+        [[ -z $f ]] || rm -f "$f"
     done
 }
 
