@@ -130,9 +130,8 @@ def _open(path: str, blocking: bool) -> tuple[_socket.socket, int]:
     return sock, err
 
 
-def connect(path: str) -> Conn:
-    """Connect to islurmd at `path`, starting it if nobody listens there."""
-    _private_dir(path)
+def _attempt(path: str) -> Conn | None:
+    """One connect: a Conn, None if nobody listens (start the daemon), else ShimError."""
     try:
         sock, err = _open(path, blocking=True)
     except OSError as exc:
@@ -142,21 +141,24 @@ def connect(path: str) -> Conn:
     sock.close()
     if err not in _ABSENT:
         raise ShimError(EXIT_DAEMON, f"cannot connect to islurmd at {path}: {os.strerror(err)}")
+    return None
+
+
+def connect(path: str) -> Conn:
+    """Connect to islurmd at `path`, starting it if nobody listens there."""
+    _private_dir(path)
+    conn = _attempt(path)
+    if conn is not None:
+        return conn
     inform("starting islurmd\N{HORIZONTAL ELLIPSIS}")
     spawn_daemon(path, wait=True)
     give_up = time.monotonic() + START_TIMEOUT
     delay = 0.01
     while True:
         time.sleep(delay)
-        try:
-            sock, err = _open(path, blocking=True)
-        except OSError as exc:
-            raise ShimError(EXIT_DAEMON, f"cannot connect to islurmd at {path}: {exc}") from None
-        if err == 0:
-            return Conn(sock)
-        sock.close()
-        if err not in _ABSENT:
-            raise ShimError(EXIT_DAEMON, f"cannot connect to islurmd at {path}: {os.strerror(err)}")
+        conn = _attempt(path)
+        if conn is not None:
+            return conn
         if time.monotonic() >= give_up:
             raise ShimError(
                 EXIT_DAEMON,
