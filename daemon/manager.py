@@ -29,6 +29,7 @@ from islurm.daemon.watcher import Watcher
 log = structlog.get_logger("islurm.sessions")
 
 HEARTBEAT = 30.0  # re-say "still waiting" this often while nothing changes
+FINAL_STATE_WAIT = 2.5  # seconds to learn why a job ended before telling its sessions
 CONFIRM_FRESH = 2.0  # seconds a successful banner check vouches for an endpoint
 SUBMIT_RETRY = 2.0
 
@@ -173,6 +174,13 @@ class SessionManager:
     async def _hold(self, lease: Lease, job: Job, notify: Notify) -> None:
         while job.live:
             await job.wait_changed()
+        # COMPLETING says only that the job is ending; the user wants to know why (cancelled,
+        # timed out, node failure): look again briefly for the final state.
+        with trio.move_on_after(FINAL_STATE_WAIT):
+            while job.state is JobState.COMPLETING:
+                self.watcher.kick()
+                with trio.move_on_after(0.5):
+                    await job.wait_changed()
         notify(
             "session.ended",
             {

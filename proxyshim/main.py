@@ -32,7 +32,7 @@ if __name__ == "__main__" and not __package__:
     # repo's proxyshim/, and resolving it would lose the islurm/ level.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-NODE_HANGUP_WAIT = 3.0  # seconds to wait for islurmd's word when the node hangs up first
+NODE_HANGUP_WAIT = 5.0  # seconds to wait for islurmd's word when the node hangs up first
 
 USAGE = """\
 usage: islurm-proxy [--socket PATH] [--timeout SECONDS] PROFILE

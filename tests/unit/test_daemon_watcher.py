@@ -249,3 +249,25 @@ async def test_a_squeue_that_hangs_is_reported_to_the_waiting_user(
             assert "has not answered" in str(said["message"])
             await trio.sleep(20)  # the hung squeue answers at last
         assert daemon.watcher.error is None  # and the warning is gone
+
+
+async def test_a_session_learns_why_its_job_ended_not_just_completing(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    slurm = FakeSlurm().always("query", rows(running_line("4242")))
+    async with live_daemon(tmp_path, slurm) as (daemon, state, _nursery):
+        write_record(state, "4242")
+        notes = Notes()
+        with trio.fail_after(GUARD):
+            async with trio.open_nursery() as flow:
+                flow.start_soon(daemon.manager.acquire, daemon.manager.new_lease("cpu"), notes)
+                await notes.wait_for("session.ready")
+                answers = itertools.chain(
+                    [rows(squeue_line("4242", state="COMPLETING", reason="None"))] * 2,
+                    itertools.repeat(rows(squeue_line("4242", state="CANCELLED", reason="None"))),
+                )
+                slurm.always("query", lambda: next(answers))
+                daemon.watcher.kick()  # as the shim's session.check does
+    [ended] = notes.of("session.ended")
+    assert (ended["state"], ended["code"]) == ("CANCELLED", 1003)
+    assert ended["message"] == "job 4242 (cpu) was cancelled; the session is over"
