@@ -7,22 +7,13 @@ import json
 import os
 from typing import Any
 
+from islurm.config.files import write_text_atomic
+
 RECORD_VERSION = 1
 
 
 def write_atomic(path: str, data: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, json.dumps(data), 0o600)
 
 
 def remove(path: str) -> None:

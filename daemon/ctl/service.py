@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from islurm.config import paths
+from islurm.config.files import write_text_atomic
 from islurm.daemon.ctl.common import EXIT, Fail  # the same Fail islurmctl main catches
 
 SOCKET_UNIT = "islurmd.socket"
@@ -176,18 +176,7 @@ def write_atomically(path: Path, text: str) -> bool:
         if path.read_text(encoding="utf-8") == text:
             return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(str(path), text, 0o644)
     return True
 
 

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from islurm.config import paths
+from islurm.config.files import write_text_atomic
 from islurm.config.sshconfig import HOST_PREFIX, ProxySpec, ssh_argv
 from islurm.daemon.ctl.common import EXIT, Fail, connect, exit_for
 
@@ -42,11 +43,7 @@ def ensure_known_hosts(path: str | None = None) -> str:
     path = path or os.path.join(paths.config_dir(), "known_hosts")
     line = known_hosts_line(ensure_ca(os.path.join(paths.config_dir(), "ca")))
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(line)
-    os.replace(tmp, path)
+    write_text_atomic(path, line, 0o600)
     return path
 
 
