@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from islurm.config.records import Record
 from islurm.daemon.records import Endpoint
 from islurm.daemon.slurm.parse import SqueueRow
 from islurm.daemon.slurm.states import JobState
@@ -33,6 +34,9 @@ class Job:
     leases: set[str] = field(default_factory=set)
     idle_since: float | None = None
     probing: bool = False
+    #: its endpoint failed a check: ask Slurm before saying anything more about it
+    suspect: bool = False
+    refused_record: Record | None = None  # the last record ignored (said once in the log)
     warned: set[float] = field(default_factory=set)
     #: the table's poll generation when this job was added; polls begun before it cannot see it
     added_gen: int = 0
@@ -49,6 +53,31 @@ class Job:
     @property
     def live(self) -> bool:
         return not self.state.is_ended
+
+    # -- named transitions: the only places that change readiness ------------------------
+    def mark_ready(self, endpoint: Endpoint, now: float) -> None:
+        """Its sshd answered: hand this endpoint out while its record stands."""
+        self.endpoint = endpoint
+        self.confirmed_at = now
+        self.node = self.node or endpoint.node
+        self.touch()
+
+    def mark_stale(self) -> None:
+        """Its endpoint stopped answering or its record went: never hand it out again."""
+        self.endpoint = None
+        self.confirmed_at = -1e9
+        self.touch()
+
+    def mark_hook_failed(self, message: str) -> None:
+        """The session hook could not start sshd (its own words)."""
+        self.hook_error = message
+        self.touch()
+
+    def mark_cancelled(self) -> None:
+        """Slurm took our cancel: whatever the next poll says, this job is not handed out."""
+        self.state = JobState.CANCELLED
+        self.endpoint = None
+        self.touch()
 
     def update_from(self, row: SqueueRow) -> bool:
         """Take Slurm's view; return whether anything a waiter cares about changed."""

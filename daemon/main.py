@@ -81,12 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"islurmd: cannot listen on {sock}: {exc}", file=sys.stderr)
         log.error("daemon.listen_failed", socket=sock, error=str(exc))
         return 3
-    from islurm.sessionhooks.sshd import SshdError, ensure_ca
+    from islurm.daemon.sshca import CaError, ensure_ca
+    from islurm.daemon.sshca import default_dir as default_ca_dir
 
-    ca_dir = os.path.join(paths.config_dir(), "ca")
+    ca_dir = default_ca_dir()
     try:
-        ensure_ca(ca_dir)  # created on first use; jobs sign their host keys with it
-    except (SshdError, OSError) as exc:
+        ensure_ca(ca_dir)  # created on first use; islurmd signs each job's host key with it
+    except (CaError, OSError) as exc:
         print(f"islurmd: cannot create the SSH CA in {ca_dir}: {exc}", file=sys.stderr)
         log.error("daemon.ca_failed", ca_dir=ca_dir, error=str(exc))
         return 3

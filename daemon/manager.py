@@ -17,8 +17,8 @@ from islurm.config.settings import Profile, Settings
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.ports import PortPool
-from islurm.daemon.progress import progress_message
-from islurm.daemon.readiness import probe_until_ready, still_listening
+from islurm.daemon.progress import note, progress_params
+from islurm.daemon.readiness import probe_until_ready, record_stands, still_listening
 from islurm.daemon.records import Endpoint, RecordStore
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
 from islurm.daemon.slurm.parse import time_limit_of
@@ -30,7 +30,7 @@ log = structlog.get_logger("islurm.sessions")
 
 HEARTBEAT = 30.0  # re-say "still waiting" this often while nothing changes
 FINAL_STATE_WAIT = 2.5  # seconds to learn why a job ended before telling its sessions
-CONFIRM_FRESH = 2.0  # seconds a successful banner check vouches for an endpoint
+CONFIRM_FRESH = 2.0  # seconds a TCP check vouches for a listening sshd (its record is re-read)
 SUBMIT_RETRY = 2.0
 
 
@@ -192,53 +192,62 @@ class SessionManager:
             },
         )
 
+    def report_unreachable(self, job_id: str, host: str, port: int) -> None:
+        """A shim could not connect to the endpoint it was given: never hand it out again."""
+        job = self.table.get(job_id)
+        if job is None or job.endpoint is None:
+            return
+        if (job.endpoint.host, job.endpoint.port) == (host, port):
+            log.info("job.endpoint_unreachable", job_id=job_id, host=host, port=port)
+            job.suspect = True
+            job.mark_stale()
+
     async def _wait_ready(
         self, lease: Lease, profile: Profile, notify: Notify, extra: tuple[str, ...] = ()
     ) -> tuple[Job, Endpoint]:
         t0 = trio.current_time()
-        said: tuple[str, float] = ("", -HEARTBEAT)  # (message without the clock, when said)
+        said: tuple[tuple[object, ...], float] = ((), -HEARTBEAT)  # (what was said, when)
         kicked = False  # a ready job needs no Slurm call; one that makes us wait does
         while True:
             job = await self._job_for(lease, profile, notify, extra)
             self._bind(lease, job)
             endpoint = job.endpoint
             if endpoint is not None:
-                # One banner check vouches for the endpoint briefly: 32 connects at once must
-                # not hit the job's sshd with 32 probes.
-                fresh = trio.current_time() - job.confirmed_at < CONFIRM_FRESH
-                if fresh:
+                # The record is read every time (a stat and a small read): the hook removes it
+                # as soon as the job is told to end. The TCP re-check is shared by a burst.
+                if record_stands(job, endpoint, self.records) and (
+                    trio.current_time() - job.confirmed_at < CONFIRM_FRESH
+                    or await still_listening(endpoint)
+                ):
+                    job.confirmed_at = max(job.confirmed_at, trio.current_time())
                     return job, endpoint
-                if await still_listening(endpoint):
-                    job.confirmed_at = trio.current_time()
-                    return job, endpoint
-                # Stale: the job's sshd went away between polls. Ask Slurm again.
                 if job.endpoint is endpoint:
                     log.info("job.endpoint_stale", job_id=job.job_id)
-                    job.endpoint = None
-                    self.watcher.kick()
+                    job.suspect = True
+                    job.mark_stale()
+                continue
+            if job.suspect:
+                # Its sshd went away: the job is probably ending. Learn that from Slurm before
+                # saying anything about it (never describe a job that already ended).
+                job.suspect = False
+                await self.watcher.fresh_poll()
                 continue
             if job.hook_error:
-                raise RpcFault(
-                    Code.HOOK_FAILED, f"job {job.job_id}: sshd did not start: {job.hook_error}"
-                )
+                raise RpcFault(Code.HOOK_FAILED, f"job {job.job_id}: {job.hook_error}")
             if not job.probing and self.nursery is not None:
-                self.nursery.start_soon(probe_until_ready, job, self.records)
+                self.nursery.start_soon(probe_until_ready, job, self.records, self.hook.ca_dir)
             now = trio.current_time()
-            message = progress_message(job, self.watcher.error, now - t0)
-            key = message.rsplit(" [", 1)[0]
+            params = progress_params(job, self.watcher.error, now - t0)
+            key = (
+                params["job_id"],
+                params["state"],
+                params["reason"],
+                params["start_time"],
+                self.watcher.error,
+            )
             if key != said[0] or now - said[1] >= HEARTBEAT:
                 said = (key, now)
-                notify(
-                    "session.progress",
-                    {
-                        "message": message,
-                        "job_id": job.job_id,
-                        "state": job.state.value,
-                        "reason": job.reason,
-                        "start_time": job.start_time,
-                        "waited": now - t0,
-                    },
-                )
+                notify("session.progress", params)
             if not kicked:
                 kicked = True
                 self.watcher.kick()
@@ -253,9 +262,7 @@ class SessionManager:
         if bound is not None and bound is current:
             return bound
         if bound is not None and bound.hook_error:
-            raise RpcFault(
-                Code.HOOK_FAILED, f"job {bound.job_id}: sshd did not start: {bound.hook_error}"
-            )
+            raise RpcFault(Code.HOOK_FAILED, f"job {bound.job_id}: {bound.hook_error}")
         if bound is not None and not bound.live and lease.submitted and current is None:
             raise RpcFault(
                 Code.JOB_ENDED,
@@ -276,7 +283,7 @@ class SessionManager:
             message = self.watcher.error or "asking Slurm for your jobs"
             if message != said:
                 said = message
-                notify("session.progress", {"message": message, "waited": 0})
+                notify("session.progress", note(message))
             with trio.move_on_after(1):
                 await self.watcher.synced.wait()
 
@@ -297,36 +304,16 @@ class SessionManager:
                 state_dir=self.hook.state_dir,
                 port_lease=port,
                 profile=profile.name,
-                ca_dir=self.hook.ca_dir,
                 walltime_warnings=profile.walltime_warnings,
                 time_limit=time_limit_of([*profile.sbatch, *extra]),
             )
         )
-        notify(
-            "session.progress",
-            {"message": f"submitting a job for profile {profile.name}", "waited": 0},
-        )
-        while True:
-            try:
-                self.submissions += 1
-                job_id = await self.slurm.submit(options, script)
-                break
-            except SlurmUnreachable as exc:
-                notify(
-                    "session.progress",
-                    {
-                        "message": f"Slurm controller unreachable ({exc.message}); retrying",
-                        "waited": 0,
-                    },
-                )
-                await trio.sleep(SUBMIT_RETRY)
-            except SlurmError as exc:
-                self.ports.release(holder)
-                raise RpcFault(
-                    Code.SUBMIT_REJECTED,
-                    f"sbatch rejected profile {profile.name}: {exc.message}",
-                    {"argv": exc.argv, "stderr": exc.stderr},
-                ) from None
+        notify("session.progress", note(f"submitting a job for profile {profile.name}"))
+        try:
+            job_id = await self._sbatch(profile, options, script, notify)
+        except BaseException:
+            self.ports.release(holder)  # rejected, cancelled or timed out: the port is free
+            raise
         self.ports.rename(holder, job_id)
         job = self.table.add(
             Job(job_id=job_id, profile=profile.name, submitted_here=True, port=port)
@@ -335,6 +322,27 @@ class SessionManager:
         log.info("job.submitted", job_id=job_id, profile=profile.name, port=port, options=options)
         self.watcher.kick()
         return job
+
+    async def _sbatch(
+        self, profile: Profile, options: list[str], script: str, notify: Notify
+    ) -> str:
+        """sbatch, retried while the controller is unreachable; a rejection is final."""
+        while True:
+            try:
+                self.submissions += 1
+                return await self.slurm.submit(options, script)
+            except SlurmUnreachable as exc:
+                notify(
+                    "session.progress",
+                    note(f"Slurm controller unreachable ({exc.message}); retrying"),
+                )
+                await trio.sleep(SUBMIT_RETRY)
+            except SlurmError as exc:
+                raise RpcFault(
+                    Code.SUBMIT_REJECTED,
+                    f"sbatch rejected profile {profile.name}: {exc.message}",
+                    {"argv": exc.argv, "stderr": exc.stderr},
+                ) from None
 
     async def _give_up(self, lease: Lease, limit: float, notify: Notify) -> None:
         job = self.table.get(lease.job_id) if lease.job_id else None
@@ -379,10 +387,7 @@ class SessionManager:
         for job in jobs:
             log.info("job.cancelled", job_id=job.job_id, profile=job.profile, why=why)
             self.ports.release(job.job_id)
-            # Slurm took the cancel: never hand this job out again, whatever the next poll says.
-            job.state = JobState.CANCELLED
-            job.endpoint = None
-            job.touch()
+            job.mark_cancelled()
         self.watcher.kick()
 
     async def cancel_duplicates(self, jobs: list[Job]) -> None:

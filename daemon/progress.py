@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from islurm.daemon.jobs import Job
+
+
+def note(message: str) -> dict[str, Any]:
+    """The params of a `session.progress` that is not about one job's state."""
+    return {"message": message, "waited": 0}
+
+
+def progress_params(job: Job, slurm_error: str | None, waited: float) -> dict[str, Any]:
+    """The params of a `session.progress` notification about a job that is not ready yet."""
+    return {
+        "message": progress_message(job, slurm_error, waited),
+        "job_id": job.job_id,
+        "state": job.state.value,
+        "reason": job.reason,
+        "start_time": job.start_time,
+        "waited": waited,
+    }
 
 
 def progress_message(job: Job, slurm_error: str | None, waited: float) -> str:

@@ -1,16 +1,22 @@
-"""Readiness of one job's sshd: its record appears (a stat), then its banner answers."""
+"""Readiness of one job's sshd: its host key signed on request, its record appears (a stat),
+its banner answers. An endpoint is handed out only while its record stands and the job runs."""
 
 from __future__ import annotations
+
+import socket
 
 import structlog
 import trio
 
+from islurm.daemon import sshca
 from islurm.daemon.jobs import Job
 from islurm.daemon.records import Endpoint, RecordStore
 
 log = structlog.get_logger("islurm.readiness")
 
 BANNER_TIMEOUT = 3.0
+RESOLVE_TIMEOUT = 5.0
+MAX_UNANSWERED = 50  # probes of a record whose sshd does not answer before giving up
 
 
 async def read_banner(host: str, port: int, limit: float = BANNER_TIMEOUT) -> bytes:
@@ -27,6 +33,18 @@ async def read_banner(host: str, port: int, limit: float = BANNER_TIMEOUT) -> by
     return data.split(b"\n", 1)[0].rstrip(b"\r")
 
 
+async def ipv4_address(node: str) -> str:
+    """The node's IPv4 address as this login node resolves it: the job's sshd listens on IPv4
+    only, so nobody else's IPv6 listener on the same port is ever reached."""
+    with trio.fail_after(RESOLVE_TIMEOUT):
+        infos = await trio.socket.getaddrinfo(
+            node, None, family=socket.AF_INET, type=socket.SOCK_STREAM
+        )
+    for *_, address in infos:
+        return str(address[0])
+    raise OSError(f"{node} has no IPv4 address")
+
+
 async def still_listening(endpoint: Endpoint, limit: float = 1.0) -> bool:
     """Cheap re-check of an endpoint already confirmed once: the kernel completes a TCP
     connect from the listen backlog, so this proves sshd's socket is alive without waiting for
@@ -41,6 +59,12 @@ async def still_listening(endpoint: Endpoint, limit: float = 1.0) -> bool:
     return True
 
 
+def record_stands(job: Job, endpoint: Endpoint, records: RecordStore) -> bool:
+    """An endpoint may be handed out only while the job runs and its record is still the one
+    the endpoint came from (a stat and a small read: the hook removes it when sshd stops)."""
+    return job.state.is_running and endpoint.matches(records.read(job.job_id))
+
+
 async def confirm(endpoint: Endpoint) -> bool:
     try:
         banner = await read_banner(endpoint.host, endpoint.port)
@@ -50,35 +74,70 @@ async def confirm(endpoint: Endpoint) -> bool:
     return banner.startswith(b"SSH-2.0-")
 
 
-async def probe_until_ready(
-    job: Job, records: RecordStore, fast: float = 0.02, slow: float = 0.1
-) -> None:
-    """Watch for the job's record while someone waits; set job.endpoint or job.hook_error.
+async def sign_if_asked(job: Job, records: RecordStore, ca_dir: str | None) -> None:
+    """Answer the job's request for a host certificate (the CA never leaves this node)."""
+    request = records.sign_request(job.job_id)
+    if request is None:
+        return
+    if ca_dir is None:
+        job.mark_hook_failed("islurmd has no SSH CA to sign the job's host key")
+        return
+    key, until = request
+    try:
+        cert = await sshca.sign_host_key(ca_dir, key, job.job_id, until)
+    except (sshca.CaError, OSError) as exc:
+        log.error("ca.sign_failed", job_id=job.job_id, error=str(exc))
+        job.mark_hook_failed(f"cannot sign the job's host key: {exc}")
+        return
+    records.write_certificate(job.job_id, cert)
 
-    The stat is cheap, so this checks often while the job runs and less while it pends."""
+
+async def _endpoint(job: Job, records: RecordStore) -> Endpoint | None:
+    rec = records.read(job.job_id)
+    if rec is None:
+        return None
+    if job.node and rec.node != job.node:
+        # Slurm says the job runs elsewhere: not a record this job's hook wrote.
+        if rec != job.refused_record:
+            log.warning("records.wrong_node", job_id=job.job_id, record=rec.node, slurm=job.node)
+            job.refused_record = rec
+        return None
+    try:
+        host = await ipv4_address(rec.node)
+    except (OSError, trio.TooSlowError) as exc:
+        log.info("readiness.resolve_failed", job_id=job.job_id, node=rec.node, error=str(exc))
+        return None
+    return Endpoint(job.job_id, rec.node, host, rec.port, rec.pid, rec.host_key)
+
+
+async def probe_until_ready(
+    job: Job,
+    records: RecordStore,
+    ca_dir: str | None = None,
+    fast: float = 0.01,
+    slow: float = 0.1,
+) -> None:
+    """Watch the job's files while someone waits; sign its host key when it asks; end with
+    `job.endpoint` or `job.hook_error` set. Stats are cheap: often while the job runs."""
     job.probing = True
     try:
-        attempts = 0
+        unanswered = 0
         while job.live and job.endpoint is None and job.hook_error is None and job.leases:
-            if records.exists(job.job_id):
+            await sign_if_asked(job, records, ca_dir)
+            if job.hook_error is None and records.exists(job.job_id):
                 error = records.read_error(job.job_id)
                 if error:
-                    job.hook_error = error
-                    job.touch()
+                    job.mark_hook_failed(error)
                     return
-                endpoint = records.read(job.job_id)
+                endpoint = await _endpoint(job, records)
                 if endpoint is not None and await confirm(endpoint):
-                    job.endpoint = endpoint
-                    job.confirmed_at = trio.current_time()
-                    job.node = job.node or endpoint.node
+                    job.mark_ready(endpoint, trio.current_time())
                     log.info("job.ready", job_id=job.job_id, host=endpoint.host, port=endpoint.port)
-                    job.touch()
                     return
-                attempts += 1
-                if attempts >= 50:
-                    job.hook_error = "the job's sshd wrote its record but does not answer"
-                    job.touch()
+                unanswered += 1
+                if unanswered >= MAX_UNANSWERED:
+                    job.mark_hook_failed("the job's sshd wrote its record but does not answer")
                     return
-            await trio.sleep(fast if job.state.is_running or attempts else slow)
+            await trio.sleep(fast if job.state.is_running or unanswered else slow)
     finally:
         job.probing = False

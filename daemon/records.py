@@ -1,17 +1,22 @@
-"""The readiness records jobs write to the shared state dir (docs/PROTOCOL.md §3)."""
+"""The daemon's side of the job files in the shared state dir (contract: config/records.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from dataclasses import dataclass
 
-RECORD_VERSION = 1
+import structlog
+
+from islurm.config import records as contract
+from islurm.config.records import Record, RecordError
+
+log = structlog.get_logger("islurm.records")
 
 
 @dataclass(frozen=True)
 class Endpoint:
+    """A job's sshd as the daemon hands it out: `host` is the IPv4 address to connect to."""
+
     job_id: str
     node: str
     host: str
@@ -19,74 +24,78 @@ class Endpoint:
     pid: int
     host_key: str
 
+    def matches(self, rec: Record | None) -> bool:
+        """Whether `rec` is still the record this endpoint was made from."""
+        return (
+            rec is not None
+            and rec.node == self.node
+            and rec.port == self.port
+            and rec.pid == self.pid
+            and rec.host_key == self.host_key
+        )
+
 
 class RecordStore:
-    """Reads and removes records; only the hook writes them."""
+    """Reads and removes the hook's records and answers its signing requests."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
 
     def _path(self, job_id: str, suffix: str) -> str:
-        if not job_id.isdigit():
-            raise ValueError(f"not a Slurm job id: {job_id!r}")
-        return os.path.join(self.directory, f"{job_id}{suffix}")
+        return contract.path(self.directory, job_id, suffix)
+
+    def _read(self, job_id: str, suffix: str) -> object | None:
+        try:
+            return contract.read_json(self._path(job_id, suffix))
+        except RecordError as exc:
+            log.warning("records.refused", job_id=job_id, error=str(exc))
+            return None
 
     def exists(self, job_id: str) -> bool:
-        """Cheap check (one stat) used while a connect waits."""
-        return os.path.exists(self._path(job_id, ".json")) or os.path.exists(
-            self._path(job_id, ".error")
+        """Cheap check (stats) used while a connect waits: a record or an error is there."""
+        return os.path.exists(self._path(job_id, contract.RECORD)) or os.path.exists(
+            self._path(job_id, contract.ERROR)
         )
 
-    def read(self, job_id: str) -> Endpoint | None:
-        """The job's endpoint, or None while there is no (complete) record."""
-        try:
-            with open(self._path(job_id, ".json"), encoding="utf-8") as f:
-                data = json.load(f)
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        return endpoint_from_record(data, job_id)
+    def read(self, job_id: str) -> Record | None:
+        """The job's readiness record, or None while there is no valid one."""
+        return contract.record_from_json(self._read(job_id, contract.RECORD), job_id)
 
     def read_error(self, job_id: str) -> str | None:
         """The hook's error message if it could not start sshd."""
-        try:
-            with open(self._path(job_id, ".error"), encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
+        if not os.path.lexists(self._path(job_id, contract.ERROR)):
             return None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return "the session hook failed (unreadable error record)"
+        data = self._read(job_id, contract.ERROR)
         message = data.get("message") if isinstance(data, dict) else None
-        return str(message) if message else "the session hook failed"
+        return str(message) if message else "the session hook failed (unreadable error record)"
+
+    def sign_request(self, job_id: str) -> tuple[str, float | None] | None:
+        """(public key, valid until) of a job waiting for its host certificate, else None."""
+        if not os.path.lexists(self._path(job_id, contract.SIGN_REQUEST)) or os.path.lexists(
+            self._path(job_id, contract.CERTIFICATE)
+        ):
+            return None
+        data = self._read(job_id, contract.SIGN_REQUEST)
+        if not isinstance(data, dict) or data.get("job_id") != job_id:
+            return None
+        key, until = data.get("public_key"), data.get("until")
+        if not isinstance(key, str):
+            return None
+        ok_until = isinstance(until, int | float) and not isinstance(until, bool)
+        return key, float(until) if ok_until else None  # type: ignore[arg-type]
+
+    def write_certificate(self, job_id: str, cert: str) -> None:
+        contract.write_json(
+            self._path(job_id, contract.CERTIFICATE), {"job_id": job_id, "certificate": cert}
+        )
 
     def remove(self, job_id: str) -> None:
-        for suffix in (".json", ".error"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path(job_id, suffix))
+        contract.remove(self.directory, job_id)
 
     def job_ids(self) -> list[str]:
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
-        ids = {n.split(".", 1)[0] for n in names if n.endswith((".json", ".error"))}
+        ids = {n.split(".", 1)[0] for n in names if n.endswith(contract.SUFFIXES)}
         return sorted(i for i in ids if i.isdigit())
-
-
-def endpoint_from_record(data: object, job_id: str) -> Endpoint | None:
-    """Validate a record's fields; a record of another version or job is ignored."""
-    if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
-        return None
-    try:
-        endpoint = Endpoint(
-            job_id=str(data["job_id"]),
-            node=str(data["node"]),
-            host=str(data["host"]),
-            port=int(data["port"]),
-            pid=int(data["pid"]),
-            host_key=str(data.get("host_key", "")),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-    if endpoint.job_id != job_id or not 0 < endpoint.port < 65536:
-        return None
-    return endpoint

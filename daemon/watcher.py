@@ -14,7 +14,7 @@ import trio
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.records import RecordStore
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
-from islurm.daemon.slurm.parse import parse_slurm_duration
+from islurm.daemon.slurm.parse import SqueueRow, parse_slurm_duration
 
 log = structlog.get_logger("islurm.watcher")
 
@@ -49,6 +49,8 @@ class Watcher:
         self._kick = trio.Event()
         self._poll_wanted = False
         self._poll_started: float | None = None
+        self._finished_gen = 0  # the generation of the last poll that ended, answered or not
+        self._finished = trio.Event()
 
     def kick(self) -> None:
         """Poll soon (someone started waiting, or something changed in Slurm)."""
@@ -58,6 +60,20 @@ class Watcher:
     def wake(self) -> None:
         """Recompute deadlines (a lease was released) without asking Slurm anything."""
         self._kick.set()
+
+    def _poll_ended(self, generation: int) -> None:
+        self._finished_gen = max(self._finished_gen, generation)
+        self._finished.set()
+        self._finished = trio.Event()
+
+    async def fresh_poll(self, limit: float = SLOW_POLL) -> None:
+        """Ask Slurm now and wait (at most `limit`) until a poll begun after this call has
+        ended: what the table says afterwards is not older than the call."""
+        wanted = self.table.generation + 1
+        self.kick()
+        with trio.move_on_after(limit):
+            while self._finished_gen < wanted:
+                await self._finished.wait()
 
     def status(self) -> dict[str, object]:
         return {
@@ -79,12 +95,20 @@ class Watcher:
             rows = await self.slurm.query()
         except SlurmUnreachable as exc:
             self._failed(f"Slurm controller unreachable: {exc.message}")
+            self._poll_ended(generation)
             return
         except SlurmError as exc:
             self._failed(f"squeue failed: {exc.message}")
+            self._poll_ended(generation)
             return
         finally:
             self._poll_started = None
+        try:
+            self._apply(rows, generation)
+        finally:
+            self._poll_ended(generation)
+
+    def _apply(self, rows: list[SqueueRow], generation: int) -> None:
         if self.error:
             log.info("watcher.recovered", was=self.error)
         self.error = None

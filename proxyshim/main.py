@@ -32,6 +32,7 @@ if __name__ == "__main__" and not __package__:
     # repo's proxyshim/, and resolving it would lose the islurm/ level.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+STALE_RETRIES = 3  # connects to an endpoint that no longer answers before giving up
 NODE_HANGUP_WAIT = 5.0  # seconds to wait for islurmd's word when the node hangs up first
 
 USAGE = """\
@@ -163,7 +164,18 @@ def main(argv: list[str] | None = None) -> int:
 
             opts.socket = paths.socket_path()
         conn, ready = rpc.acquire(opts.socket, opts.profile, opts.timeout)
-        node = splice.connect_tcp(ready.host, ready.port)
+        for attempt in range(1, STALE_RETRIES + 1):
+            try:
+                node = splice.connect_tcp(ready.host, ready.port)
+                break
+            except splice.ShimError as exc:
+                if exc.code != splice.EXIT_NODE or attempt == STALE_RETRIES:
+                    raise
+                # The job ended (or its sshd did) since islurmd last looked: it drops that
+                # endpoint, asks Slurm and answers with a live one, submitting anew if needed.
+                conn.close()
+                splice.inform(f"{exc.message}; asking islurmd again")
+                conn, ready = rpc.acquire(opts.socket, opts.profile, opts.timeout, ready)
         lease = leases.Lease(conn, opts.socket, ready.job_id, opts.profile)
         pump = splice.Pump(node)
         try:

@@ -285,11 +285,20 @@ class Ready:
         self.lease = lease
 
 
-def acquire(path: str, profile: str, timeout: float | None = None) -> tuple[Conn, Ready]:
-    """Ask islurmd for a ready session; keep the returned connection open: it is the lease."""
+def acquire(
+    path: str, profile: str, timeout: float | None = None, unreachable: "Ready | None" = None
+) -> tuple[Conn, Ready]:
+    """Ask islurmd for a ready session; keep the returned connection open: it is the lease.
+    `unreachable`: the endpoint islurmd gave before, which did not answer (it drops it)."""
     params: dict[str, object] = {"profile": profile, "client_pid": os.getpid()}
     if timeout is not None:
         params["timeout"] = timeout
+    if unreachable is not None:
+        params["unreachable"] = {
+            "job_id": unreachable.job_id,
+            "host": unreachable.host,
+            "port": unreachable.port,
+        }
     for attempt in (1, 2):
         conn = connect(path)
         try:

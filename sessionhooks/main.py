@@ -20,7 +20,8 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
-from islurm.sessionhooks import jobinfo, record, sshd, terminals
+from islurm.config import paths, records
+from islurm.sessionhooks import hostkey, jobinfo, sshd, terminals
 from islurm.sessionhooks.walltime import WalltimeWarnings, format_left
 
 LISTEN_TIMEOUT = 20.0
@@ -32,8 +33,38 @@ GPU_VARS = (
     "HIP_VISIBLE_DEVICES",
     "ZE_AFFINITY_MASK",
 )
-HOST_CERT_PRINCIPAL = "islurm"
 END_TIME_RECHECK = 900.0  # an admin may extend a job's limit: look again this often
+
+
+MAX_SSHD_LOG = 1 << 20  # bytes of sshd's lines copied into the job's log in the home dir
+
+
+class CappedLog:
+    """sshd's lines into the job's log up to a budget (anyone on the cluster can make sshd
+    log); past it they are counted, not written."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.written = 0
+        self.dropped = 0
+
+    def line(self, text: str) -> None:
+        size = len(text) + 1
+        if self.written + size > self.budget:
+            if not self.dropped:
+                say(f"sshd log past {self.budget} bytes: further lines are counted, not written")
+            self.dropped += 1
+            return
+        self.written += size
+        say(f"sshd: {text}")
+
+    def close(self) -> None:
+        if self.dropped:
+            say(f"{self.dropped} sshd log line(s) dropped")
+            self.dropped = 0
+
+
+SSHD_LOG = CappedLog(MAX_SSHD_LOG)
 
 
 class Stop(Exception):
@@ -117,13 +148,13 @@ def start_listening(
             f.write(cfg.render())
         proc = sshd.start(binary, cfg_path)
         for line in LineReader(proc).lines(time.monotonic() + LISTEN_TIMEOUT):
-            say(f"sshd: {line}")
+            SSHD_LOG.line(line)
             last = line
             if "Server listening on" in line:
                 return proc, port
         stop_process(proc)
         say(f"sshd did not listen on port {port} (attempt {attempt + 1}): {last}")
-    raise sshd.SshdError(f"sshd did not start: {last or 'no output'}")
+    raise sshd.SshdError(f"sshd did not start: {last or 'it wrote nothing'}")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -157,7 +188,7 @@ def serve(
         wake = None if due is None else min(due, recheck)
         deadline = None if wake is None else time.monotonic() + max(0.0, wake - time.time())
         for line in reader.lines(deadline):
-            say(f"sshd: {line}")
+            SSHD_LOG.line(line)
         if reader.eof:
             return
         now = time.time()
@@ -181,10 +212,18 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--state-dir", required=True)
     p.add_argument("--port-lease", type=int, default=0)
     p.add_argument("--profile", required=True)
-    p.add_argument("--ca-dir", default=None)
+    p.add_argument("--ca-dir", default=None, help=argparse.SUPPRESS)  # jobs of islurm <= 0.1
     p.add_argument("--warn-before", type=float, action="append", default=[])
     p.add_argument("--time-limit", type=int, default=None, help="the job's limit in seconds")
     return p.parse_args(argv)
+
+
+def private_dirs(state_dir: str) -> str:
+    """The state dir and its jobs and log dirs: 0700 and the user's, or refused. Returns the
+    jobs dir."""
+    for d in (state_dir, paths.records_dir(state_dir), paths.log_dir(state_dir)):
+        paths.ensure_private_dir(d)
+    return paths.records_dir(state_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,69 +234,62 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     user = pwd.getpwuid(os.getuid()).pw_name
-    records = os.path.join(args.state_dir, "jobs")
-    os.makedirs(records, mode=0o700, exist_ok=True)
-    record_path = os.path.join(records, f"{job_id}.json")
-    error_path = os.path.join(records, f"{job_id}.error")
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(signum, _on_signal)
     started = time.time()  # within a second of the job's start: the hook is its batch script
+    try:
+        jobs = private_dirs(args.state_dir)
+    except OSError as exc:
+        say(f"error: {exc}")  # nowhere safe to write a record: the job's log is all there is
+        return 1
     jobdir = tempfile.mkdtemp(prefix=f"islurm-job{job_id}-")  # 0700, node-local
     proc: subprocess.Popen[bytes] | None = None
     code = 0
     try:
         key = os.path.join(jobdir, "ssh_host_ed25519_key")
         host_pub = sshd.generate_host_key(key, f"islurm-job-{job_id}@{node}")
-        cert = None
-        ca_key = os.path.join(args.ca_dir, "ca") if args.ca_dir else None
         # The daemon passes the profile's time limit; Slurm is asked only when it could not.
         end = started + args.time_limit if args.time_limit else jobinfo.end_time(job_id)
-        if ca_key and os.path.exists(ca_key):
-            # Valid for this job's lifetime only (plus a little clock skew either side).
-            until = time.strftime("%Y%m%d%H%M%S", time.localtime(end + 300)) if end else "+1d"
-            cert = sshd.sign_host_key(
-                ca_key, key + ".pub", job_id, HOST_CERT_PRINCIPAL, f"-5m:{until}"
-            )
+        hostkey.request_signature(jobs, job_id, host_pub, end)
+        cert = hostkey.install_certificate(key, hostkey.await_certificate(jobs, job_id, say))
         base = sshd.SshdConfig(
             port=0, host_key=key, user=user, host_cert=cert, env=job_environment()
         )
         proc, port = start_listening(
             base, os.path.join(jobdir, "sshd_config"), args.port_lease, sshd.find_sshd()
         )
-        record.write_atomic(
-            record_path,
-            {
-                "version": record.RECORD_VERSION,
-                "job_id": job_id,
-                "node": node,
-                "host": node,
-                "port": port,
-                "pid": proc.pid,
-                "user": user,
-                "host_key": host_pub,
-                "profile": args.profile,
-                "started": time.time(),
-            },
+        rec = records.Record(job_id=job_id, node=node, port=port, pid=proc.pid, host_key=host_pub)
+        records.write_json(
+            records.path(jobs, job_id, records.RECORD), rec.to_json(user, args.profile, time.time())
         )
         say(f"ready: sshd pid {proc.pid} on {node}:{port}")
         serve(proc, job_id, args.profile, args.warn_before, end)
         proc.wait()
         say(f"sshd exited with code {proc.returncode}")
-        record.write_atomic(error_path, {"message": f"sshd exited with code {proc.returncode}"})
+        _fail(jobs, job_id, f"the job's sshd exited with code {proc.returncode}")
         code = 1
     except Stop as stop:
         say(f"stopping on {stop}")
-    except (sshd.SshdError, OSError, ValueError) as exc:
-        say(f"error: {exc}")
-        record.write_atomic(error_path, {"message": str(exc)})
+    except sshd.SshdError as exc:
+        _fail(jobs, job_id, str(exc))
+        code = 1
+    except (OSError, ValueError) as exc:
+        _fail(jobs, job_id, f"the session hook failed: {exc}")
         code = 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        record.remove(record_path)
+        # The error record stays: it tells islurmd why.
+        records.remove(jobs, job_id, (records.RECORD, records.SIGN_REQUEST, records.CERTIFICATE))
         if proc is not None:
             stop_process(proc)
         shutil.rmtree(jobdir, ignore_errors=True)
+        SSHD_LOG.close()
     return code
+
+
+def _fail(jobs: str, job_id: str, message: str) -> None:
+    say(f"error: {message}")
+    records.write_json(records.path(jobs, job_id, records.ERROR), {"message": message})
 
 
 if __name__ == "__main__":

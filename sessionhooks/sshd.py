@@ -1,4 +1,6 @@
-"""The one interface to OpenSSH on the compute node: ssh-keygen and the job's sshd."""
+"""The one interface to OpenSSH on the compute node: ssh-keygen and the job's sshd.
+
+(The user's CA lives on the login node only: daemon/sshca.py.)"""
 
 from __future__ import annotations
 
@@ -27,27 +29,6 @@ def generate_host_key(path: str, comment: str) -> str:
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path])
     with open(path + ".pub", encoding="ascii") as f:
         return f.read().strip()
-
-
-def sign_host_key(ca_key: str, pub_path: str, job_id: str, principal: str, validity: str) -> str:
-    """Sign the job's host key with the user's CA; returns the certificate's path."""
-    run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-s",
-            ca_key,
-            "-h",
-            "-I",
-            f"islurm-job-{job_id}",
-            "-n",
-            principal,
-            "-V",
-            validity,
-            pub_path,
-        ]
-    )
-    return pub_path[: -len(".pub")] + "-cert.pub"
 
 
 def run(argv: Sequence[str]) -> str:
@@ -127,15 +108,3 @@ def start(sshd: str, config_path: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-
-
-def ensure_ca(ca_dir: str) -> str:
-    """The user's SSH CA (created on first use: dir 0700, key 0600); returns its public line."""
-    os.makedirs(ca_dir, mode=0o700, exist_ok=True)
-    os.chmod(ca_dir, 0o700)
-    key = os.path.join(ca_dir, "ca")
-    if not os.path.exists(key):
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "islurm-user-ca", "-f", key])
-    os.chmod(key, 0o600)
-    with open(key + ".pub", encoding="ascii") as f:
-        return f.read().strip()

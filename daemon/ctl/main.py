@@ -134,22 +134,18 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ca_dir() -> str:
-    return os.path.join(paths.config_dir(), "ca")
-
-
 def cmd_known_hosts(args: argparse.Namespace) -> int:
     from islurm.config.sshconfig import known_hosts_line
-    from islurm.sessionhooks.sshd import ensure_ca
+    from islurm.daemon.sshca import default_dir, ensure_ca
 
-    print(known_hosts_line(ensure_ca(_ca_dir())), end="")
+    print(known_hosts_line(ensure_ca(default_dir())), end="")
     return 0
 
 
 def cmd_ssh_config(args: argparse.Namespace) -> int:
     from islurm.config.settings import ConfigError, load_settings
     from islurm.config.sshconfig import ProxySpec, known_hosts_line, render
-    from islurm.sessionhooks.sshd import ensure_ca
+    from islurm.daemon.sshca import default_dir, ensure_ca
 
     if not args.local and not args.login:
         raise Fail(
@@ -173,7 +169,7 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
         proxy = ProxySpec(login=args.login)
     print(render(profiles, proxy, known, args.user), end="")
     if not args.local:
-        ca_pub = ensure_ca(_ca_dir())
+        ca_pub = ensure_ca(default_dir())
         print(
             f"# Put this line in {known} on your laptop (islurmctl known-hosts prints it):\n"
             f"# {known_hosts_line(ca_pub)}",

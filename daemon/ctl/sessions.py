@@ -38,10 +38,10 @@ def _exec_ssh(argv: list[str]) -> int:
 def ensure_known_hosts(path: str | None = None) -> str:
     """Write the @cert-authority line for the user's CA (creating the CA on first use)."""
     from islurm.config.sshconfig import known_hosts_line
-    from islurm.sessionhooks.sshd import ensure_ca
+    from islurm.daemon.sshca import default_dir, ensure_ca
 
     path = path or os.path.join(paths.config_dir(), "known_hosts")
-    line = known_hosts_line(ensure_ca(os.path.join(paths.config_dir(), "ca")))
+    line = known_hosts_line(ensure_ca(default_dir()))
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     write_text_atomic(path, line, 0o600)
     return path

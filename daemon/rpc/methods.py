@@ -50,13 +50,29 @@ def _opt_number(name: str, value: object) -> float | None:
     return float(value)
 
 
+def _endpoint(name: str, value: object) -> tuple[str, str, int]:
+    """{job_id, host, port} of an endpoint a shim could not reach."""
+    if not isinstance(value, dict):
+        raise RpcFault(Code.INVALID_PARAMS, f"{name} must be an object")
+    job_id = _str(f"{name}.job_id", value.get("job_id"), max_len=32)
+    host = _str(f"{name}.host", value.get("host"), max_len=256)
+    port = value.get("port")
+    if not job_id.isdigit() or isinstance(port, bool) or not isinstance(port, int):
+        raise RpcFault(Code.INVALID_PARAMS, f"{name} needs a Slurm job id and a port number")
+    return job_id, host, port
+
+
 def build_methods(
     manager: SessionManager,
     status: Callable[[], dict[str, Any]],
     reload: Callable[[], str | None] = lambda: "reload is not supported here",
 ) -> dict[str, Method]:
     def acquire(
-        ctx: Connection, profile: object, client_pid: object = None, timeout: object = None
+        ctx: Connection,
+        profile: object,
+        client_pid: object = None,
+        timeout: object = None,
+        unreachable: object = None,
     ) -> Result:
         name = _str("profile", profile, max_len=64)
         limit = _opt_number("timeout", timeout)
@@ -65,6 +81,8 @@ def build_methods(
         ):
             return InvalidParams("client_pid must be an integer")
         manager.profile(name)  # unknown profile: fail fast, nothing submitted
+        if unreachable is not None:
+            manager.report_unreachable(*_endpoint("unreachable", unreachable))
         lease = manager.new_lease(name)
         ctx.leases.add(lease.id)
         ctx.after_reply(functools.partial(manager.acquire, lease, ctx.notify, limit))

@@ -18,7 +18,6 @@ class HookCommand:
     state_dir: str
     port_lease: int
     profile: str
-    ca_dir: str | None = None
     walltime_warnings: Sequence[float] = ()
     time_limit: int | None = None  # seconds, when the profile says (saves the hook a squeue)
 
@@ -34,8 +33,6 @@ class HookCommand:
             "--profile",
             self.profile,
         ]
-        if self.ca_dir:
-            argv += ["--ca-dir", self.ca_dir]
         for lead in self.walltime_warnings:
             argv += ["--warn-before", f"{lead:g}"]
         if self.time_limit is not None:

@@ -21,17 +21,18 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import jsonrpcserver  # noqa: F401
 
+from islurm.config.records import ERROR, RECORD, Record, write_json
 from islurm.config.settings import load_settings
 from islurm.daemon.app import Daemon, Options
 from islurm.daemon.rpc.methods import build_methods, make_dispatch
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
 from islurm.daemon.slurm.parse import SEP, SqueueRow, parse_squeue
-from islurm.sessionhooks.record import write_atomic
 
 __all__ = ["build_methods", "make_dispatch"]  # re-exported: importing them here is warning-free
 
 #: a state dir no shell may interpret: spaces, quotes, `;` and `$()`
 HOSTILE_DIR = "state dir;$(touch pwned)'\""
+FAKE_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake"
 #: Slurm 22.05's own words when slurmctld is down
 UNREACHABLE = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
 
@@ -172,25 +173,26 @@ class Notes:
             await self._changed.wait()
 
 
-def write_record(state_dir: Path, job_id: str, port: int = 22022, **extra: Any) -> None:
-    """A readiness record as the session hook writes it (docs/PROTOCOL.md §3)."""
-    record = {
-        "version": 1,
-        "job_id": job_id,
-        "node": "node-1",
-        "host": "node-1",
-        "port": port,
-        "pid": 4711,
-        "user": "alice",
-        "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake",
-        "started": 1700000000.0,
-        **extra,
-    }
-    write_atomic(str(state_dir / "jobs" / f"{job_id}.json"), record)
+#: what the fake resolver answers for every node (tests never connect to it: banners are faked)
+NODE_ADDRESS = "127.0.0.42"
+
+
+async def resolve(node: str) -> str:
+    """Stands in for readiness.ipv4_address."""
+    await trio.lowlevel.checkpoint()
+    return NODE_ADDRESS
+
+
+def write_record(
+    state_dir: Path, job_id: str, port: int = 22022, node: str = "node-1", pid: int = 4711
+) -> None:
+    """A readiness record as the session hook writes it (the one definition: config/records)."""
+    rec = Record(job_id=job_id, node=node, port=port, pid=pid, host_key=FAKE_HOST_KEY)
+    write_json(str(state_dir / "jobs" / f"{job_id}{RECORD}"), rec.to_json("alice", "cpu", 1e9))
 
 
 def write_hook_error(state_dir: Path, job_id: str, message: str) -> None:
-    write_atomic(str(state_dir / "jobs" / f"{job_id}.error"), {"message": message})
+    write_json(str(state_dir / "jobs" / f"{job_id}{ERROR}"), {"message": message})
 
 
 def make_daemon(tmp_path: Path, slurm: FakeSlurm, config: str = "") -> tuple[Daemon, Path]:

@@ -50,7 +50,6 @@ def test_job_script_passes_every_argument_verbatim(tmp_path: Path, state_dir: st
         state_dir=state_dir,
         port_lease=20123,
         profile="gpu-intensive",
-        ca_dir=state_dir + "/ca dir",
         walltime_warnings=(600.0, 90.5),
     )
     assert run_script(tmp_path, hook) == [
@@ -63,8 +62,6 @@ def test_job_script_passes_every_argument_verbatim(tmp_path: Path, state_dir: st
         "20123",
         "--profile",
         "gpu-intensive",
-        "--ca-dir",
-        state_dir + "/ca dir",
         "--warn-before",
         "600",
         "--warn-before",
@@ -84,7 +81,7 @@ def test_job_script_shape(tmp_path: Path) -> None:
 
 
 def test_hook_argv_without_optional_parts() -> None:
-    hook = HookCommand(python="py", state_dir="/s", port_lease=0, profile="cpu", ca_dir="")
+    hook = HookCommand(python="py", state_dir="/s", port_lease=0, profile="cpu")
     assert hook.argv() == [
         "py", "-m", "islurm.sessionhooks.main", "--state-dir", "/s", "--port-lease", "0",
         "--profile", "cpu",

@@ -18,6 +18,7 @@ from tests.unit.fakes import (
     Notes,
     live_daemon,
     rejected,
+    resolve,
     rows,
     running_line,
     squeue_line,
@@ -35,7 +36,7 @@ def banners(monkeypatch: pytest.MonkeyPatch) -> None:
         return True
 
     monkeypatch.setattr(readiness, "confirm", confirm)
-    monkeypatch.setattr(manager, "confirm", confirm, raising=False)
+    monkeypatch.setattr(readiness, "ipv4_address", resolve)
     # A known endpoint is re-checked with a bare connect (readiness.still_listening).
     monkeypatch.setattr(manager, "still_listening", confirm)
 

@@ -1,0 +1,130 @@
+"""The job files in the shared state dir (docs/PROTOCOL.md §3): one definition for both sides.
+
+The hook (compute node) writes a signing request, then the readiness record or an error; the
+daemon (login node) writes the host certificate. Stdlib only: the hook imports this.
+
+    jobs/<id>.json       readiness record: where the job's sshd listens      (hook writes)
+    jobs/<id>.error      why the hook could not start sshd                   (hook writes)
+    jobs/<id>.csr        the job's host public key, asking to be signed      (hook writes)
+    jobs/<id>.cert       the host certificate signed by the user's CA        (daemon writes)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import stat
+from dataclasses import dataclass
+
+from islurm.config.files import write_text_atomic
+
+RECORD_VERSION = 2
+MAX_RECORD = 16 * 1024  # bytes; a bigger file is not ours
+RECORD = ".json"
+ERROR = ".error"
+SIGN_REQUEST = ".csr"
+CERTIFICATE = ".cert"
+SUFFIXES = (RECORD, ERROR, SIGN_REQUEST, CERTIFICATE)
+#: the address family the job's sshd listens on; connects use exactly this family
+LISTEN_FAMILY = "inet"
+LISTEN_ADDRESS = "0.0.0.0"  # noqa: S104 - every IPv4 address of the node, nothing else
+
+
+class RecordError(ValueError):
+    """A job file that exists but is not a valid one of ours."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """A readiness record: the job's sshd listens on node:port, IPv4, with this host key."""
+
+    job_id: str
+    node: str
+    port: int
+    pid: int
+    host_key: str
+    family: str = LISTEN_FAMILY
+
+    def to_json(self, user: str, profile: str, started: float) -> dict[str, object]:
+        return {
+            "version": RECORD_VERSION,
+            "job_id": self.job_id,
+            "node": self.node,
+            "family": self.family,
+            "listen": LISTEN_ADDRESS,
+            "port": self.port,
+            "pid": self.pid,
+            "host_key": self.host_key,
+            "user": user,
+            "profile": profile,
+            "started": started,
+        }
+
+
+def path(directory: str, job_id: str, suffix: str) -> str:
+    if not job_id.isdigit():
+        raise ValueError(f"not a Slurm job id: {job_id!r}")
+    return os.path.join(directory, job_id + suffix)
+
+
+def read_json(file: str) -> object | None:
+    """A job file's JSON: None if it does not exist; RecordError if it is not a small regular
+    file of ours or not JSON. Never follows a symlink."""
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RecordError(f"{file} is a symlink") from None
+        raise RecordError(f"cannot open {file}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RecordError(f"{file} is not a regular file")
+        if st.st_uid != os.getuid():
+            raise RecordError(f"{file} is owned by uid {st.st_uid}, not by you")
+        data = os.read(fd, MAX_RECORD + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_RECORD:
+        raise RecordError(f"{file} is larger than {MAX_RECORD} bytes")
+    try:
+        parsed: object = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{file} is not JSON: {exc}") from None
+    return parsed
+
+
+def write_json(file: str, data: dict[str, object]) -> None:
+    write_text_atomic(file, json.dumps(data), 0o600)
+
+
+def record_from_json(data: object, job_id: str) -> Record | None:
+    """Validate a readiness record; one of another version, job or family is ignored."""
+    if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
+        return None
+    try:
+        rec = Record(
+            job_id=str(data["job_id"]),
+            node=str(data["node"]),
+            port=int(data["port"]),
+            pid=int(data["pid"]),
+            host_key=str(data["host_key"]),
+            family=str(data["family"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    if rec.job_id != job_id or not 0 < rec.port < 65536 or rec.family != LISTEN_FAMILY:
+        return None
+    if not rec.node or any(c.isspace() or ord(c) < 0x20 for c in rec.node):
+        return None
+    return rec
+
+
+def remove(directory: str, job_id: str, suffixes: tuple[str, ...] = SUFFIXES) -> None:
+    for suffix in suffixes:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path(directory, job_id, suffix))
