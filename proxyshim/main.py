@@ -26,6 +26,12 @@ file directly as ``<venv>/bin/python -I -S <site-packages>/islurm/proxyshim/main
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import _socket
+
+    from islurm.proxyshim import rpc
+
 if __name__ == "__main__" and not __package__:
     # Run as a file under -I -S: site-packages is not on sys.path. It is three levels up,
     # taken from the path as given: in the dev tree .dev/islurm/proxyshim is a symlink to the
@@ -135,6 +141,36 @@ def _version() -> str:
         return "unknown"
 
 
+def connect_live(
+    socket: str, profile: str, timeout: float | None
+) -> "tuple[rpc.Conn, rpc.Ready, _socket.socket]":
+    """A session whose sshd answered: (lease connection, endpoint, node socket).
+
+    An endpoint can go stale between islurmd's last look and our connect (the job was
+    cancelled or hit its time limit): then islurmd is told, drops it, asks Slurm and answers
+    with a live one, submitting anew if the job is gone. The user reads one progress line."""
+    from islurm.proxyshim import rpc, splice
+
+    conn, ready = rpc.acquire(socket, profile, timeout)
+    for attempt in range(1, STALE_RETRIES + 1):
+        try:
+            node = splice.connect_tcp(ready.host, ready.port)
+            try:
+                splice.await_banner(node)
+            except BaseException:
+                node.close()
+                raise
+            return conn, ready, node
+        except splice.ShimError as exc:
+            if exc.code != splice.EXIT_NODE or attempt == STALE_RETRIES:
+                conn.close()
+                raise
+            conn.close()
+            splice.inform(f"{exc.message}; asking islurmd again")
+            conn, ready = rpc.acquire(socket, profile, timeout, unreachable=ready)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the shim; return its exit status."""
     try:
@@ -156,26 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     signals.signal(signals.SIGINT, signals.SIG_DFL)
 
     from islurm.proxyshim import lease as leases
-    from islurm.proxyshim import rpc, splice
+    from islurm.proxyshim import splice
 
     try:
         if opts.socket is None:
             from islurm.config import paths
 
             opts.socket = paths.socket_path()
-        conn, ready = rpc.acquire(opts.socket, opts.profile, opts.timeout)
-        for attempt in range(1, STALE_RETRIES + 1):
-            try:
-                node = splice.connect_tcp(ready.host, ready.port)
-                break
-            except splice.ShimError as exc:
-                if exc.code != splice.EXIT_NODE or attempt == STALE_RETRIES:
-                    raise
-                # The job ended (or its sshd did) since islurmd last looked: it drops that
-                # endpoint, asks Slurm and answers with a live one, submitting anew if needed.
-                conn.close()
-                splice.inform(f"{exc.message}; asking islurmd again")
-                conn, ready = rpc.acquire(opts.socket, opts.profile, opts.timeout, ready)
+        conn, ready, node = connect_live(opts.socket, opts.profile, opts.timeout)
         lease = leases.Lease(conn, opts.socket, ready.job_id, opts.profile)
         pump = splice.Pump(node)
         try:

@@ -129,6 +129,23 @@ def connect_tcp(host: str, port: int, timeout: float = NODE_CONNECT_TIMEOUT) -> 
     raise ShimError(EXIT_NODE, f"cannot connect to node {host} port {port}: {why}")
 
 
+def await_banner(sock: _socket.socket, timeout: float = NODE_CONNECT_TIMEOUT) -> None:
+    """Wait until the node's sshd has spoken (its banner stays queued for the pump), so that
+    a port whose sshd is gone, or someone else's server, gets none of ssh's bytes and the
+    connect can be retried."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    try:
+        if not poller.poll(int(timeout * 1000) + 1):
+            raise ShimError(EXIT_NODE, f"no answer from the node's sshd within {timeout:g} s")
+        head = sock.recv(4, _socket.MSG_PEEK)
+    except OSError as exc:
+        raise ShimError(EXIT_NODE, f"the node's sshd went away: {exc.strerror or exc}") from None
+    if head != b"SSH-":
+        what = "closed the connection" if not head else "is not an sshd"
+        raise ShimError(EXIT_NODE, f"the endpoint {what} before the session started")
+
+
 def is_pipe(fd: int) -> bool:
     """Whether `fd` is a pipe or FIFO, the only kind of stdio splice can move to a socket."""
     try:

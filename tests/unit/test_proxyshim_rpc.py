@@ -39,8 +39,18 @@ def banner_then_wait_for_bye(conn: socket.socket) -> None:
 
 
 def echo(conn: socket.socket) -> None:
+    """An sshd stand-in that says its banner, then echoes."""
+    conn.sendall(BANNER)
     while data := conn.recv(65536):
         conn.sendall(data)
+
+
+def read_banner(proc) -> None:
+    """The shim forwards the node's banner first (it waits for it before pumping)."""
+    got = b""
+    while len(got) < len(BANNER):
+        got += proc.stdout.read1(len(BANNER) - len(got))
+    assert got == BANNER
 
 
 def ready_params(port: int, job_id: str = "42") -> dict[str, object]:
@@ -196,6 +206,7 @@ def test_daemon_gone_after_ready_reattaches_and_bytes_flow_on(
         peer.wait_eof()
 
     proc = shim_start("cpu")
+    read_banner(proc)
     proc.stdin.write(b"one\n")
     proc.stdin.flush()
     assert proc.stdout.read1(100) == b"one\n"
@@ -226,6 +237,7 @@ def test_session_ended_during_the_splice_exits_6(shim_daemon, shim_tcp, shim_sta
         peer.wait_eof()
 
     proc = shim_start("cpu")
+    read_banner(proc)
     proc.stdin.write(b"ping\n")
     proc.stdin.flush()
     assert proc.stdout.read1(100) == b"ping\n"
@@ -315,6 +327,7 @@ def test_daemon_gone_mid_session_is_restarted_and_attached(
 
     proc = shim_start("cpu", env=dict(shim_env, ISLURM_DAEMON_CMD=cmd))
     try:
+        read_banner(proc)
         proc.stdin.write(b"one\n")
         proc.stdin.flush()
         assert proc.stdout.read1(100) == b"one\n"
