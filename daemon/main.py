@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
@@ -30,6 +31,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="store_true", help="print the version and exit")
     return p
+
+
+def _release_stderr() -> None:
+    """If our stderr is the pipe of the islurm-proxy that started us, put /dev/null there: the
+    proxy sees EOF, and nothing later (sbatch's stderr included) writes into a dead pipe."""
+    from islurm.proxyshim.spawn import STARTUP_STDERR_ENV
+
+    if os.environ.pop(STARTUP_STDERR_ENV, None) != "1":
+        return
+    with contextlib.suppress(OSError):  # the proxy went away (ssh hung up): nobody to tell
+        sys.stderr.flush()
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     opts = Options(socket=sock, config=config, state_dir=state, mode=mode, ca_dir=ca_dir)
     daemon = Daemon(opts, settings)
+    # Listening: the shim that started us stops waiting for our error at EOF on our stderr.
+    _release_stderr()
     try:
         trio.run(daemon.run, listener)
     finally:

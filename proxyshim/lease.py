@@ -16,7 +16,6 @@ from islurm.proxyshim.rpc import (
     _open,
     _private_dir,
     _text,
-    spawn_daemon,
 )
 from islurm.proxyshim.splice import EXIT_ENDED, ShimError, report
 
@@ -132,6 +131,8 @@ class Lease:
             self._spawned_at = now
             try:
                 _private_dir(self._path)
+                from islurm.proxyshim.spawn import spawn_daemon  # rarely needed
+
                 spawn_daemon(self._path, wait=False)
             except ShimError:
                 pass

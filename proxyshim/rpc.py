@@ -13,7 +13,7 @@ import select
 import sys
 import time
 
-from islurm.proxyshim.jsonline import ProtocolError, dumps, loads
+from islurm.proxyshim.jsonline import ProtocolError, dumps
 from islurm.proxyshim.jsonline import message as _message
 from islurm.proxyshim.splice import (
     EXIT_ACQUIRE,
@@ -21,6 +21,10 @@ from islurm.proxyshim.splice import (
     ShimError,
     inform,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from islurm.proxyshim.spawn import Startup
 
 MAX_LINE = 64 * 1024
 RESPONSE_TIMEOUT = 30.0  # session.acquire answers at once; only the notifications take long
@@ -151,14 +155,27 @@ def connect(path: str) -> Conn:
     if conn is not None:
         return conn
     inform("starting islurmd\N{HORIZONTAL ELLIPSIS}")
-    spawn_daemon(path, wait=True)
+    from islurm.proxyshim.spawn import spawn_daemon  # not on the happy path
+
+    startup = spawn_daemon(path, wait=True)
+    try:
+        return _await_listening(path, startup)
+    finally:
+        startup.close()
+
+
+def _await_listening(path: str, startup: "Startup") -> Conn:
+    """Connect once the daemon just started listens; fail at once with its own error if it
+    exited instead (EOF on its start-up stderr and nobody listening)."""
     give_up = time.monotonic() + START_TIMEOUT
     delay = 0.01
     while True:
-        time.sleep(delay)
+        ended = startup.wait(delay)  # returns early when the daemon listens or exits
         conn = _attempt(path)
         if conn is not None:
             return conn
+        if ended and startup.error():
+            raise ShimError(EXIT_DAEMON, f"islurmd could not start: {startup.error()}")
         if time.monotonic() >= give_up:
             raise ShimError(
                 EXIT_DAEMON,
@@ -182,93 +199,6 @@ def _private_dir(path: str) -> None:
         paths.ensure_private_dir(os.path.dirname(path) or ".")
     except OSError as exc:
         raise ShimError(EXIT_DAEMON, f"cannot use the socket directory: {exc}") from None
-
-
-# -- starting the daemon ----------------------------------------------------------------------
-
-
-def daemon_argv() -> list[str]:
-    """How to run islurmd: $ISLURM_DAEMON_CMD (a JSON list of strings), else this Python."""
-    raw = os.environ.get("ISLURM_DAEMON_CMD")
-    if not raw:
-        return [sys.executable, "-m", "islurm.daemon.main"]
-    try:
-        argv = loads(raw)
-    except ValueError:
-        argv = None
-    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
-        raise ShimError(EXIT_DAEMON, "ISLURM_DAEMON_CMD must be a JSON list of strings")
-    return argv
-
-
-def spawn_daemon(path: str, wait: bool) -> None:
-    """Start islurmd for socket `path` fully detached (double fork, new session, stdio on
-    /dev/null); it learns `path` from $ISLURM_SOCKET, as --socket may have named it.
-
-    With `wait`, block until it has exec'd and raise ShimError if it could not. Several shims
-    may race here: the daemon takes a lock and the losers exit.
-    """
-    argv = daemon_argv()
-    # A close-on-exec pipe: EOF means the exec worked, bytes are the error that stopped it.
-    status_r, status_w = os.pipe()
-    try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child never returns
-            _become_daemon(argv, path, status_w)
-        os.close(status_w)
-        status_w = -1
-        os.waitpid(pid, 0)  # the intermediate child exits at once
-        failure = os.read(status_r, 512) if wait else b""
-    except OSError as exc:
-        raise ShimError(EXIT_DAEMON, f"cannot start islurmd: {exc}") from None
-    finally:
-        os.close(status_r)
-        if status_w >= 0:
-            os.close(status_w)
-    if failure:
-        raise ShimError(
-            EXIT_DAEMON,
-            f"cannot start islurmd ({argv[0]}): {failure.decode('utf-8', 'replace')}",
-        )
-
-
-def _become_daemon(argv: list[str], path: str, status_w: int) -> None:  # pragma: no cover
-    try:
-        os.environ["ISLURM_SOCKET"] = path
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):  # never the shim's stdout: that is the SSH stream
-            os.dup2(null, fd)
-        if null > 2:
-            os.close(null)
-        else:
-            os.set_inheritable(null, True)
-        _close_inherited(keep=status_w)
-        os.chdir("/")
-        signals = __import__("_signal")  # `signal` imports enum: slow
-        signals.signal(signals.SIGPIPE, signals.SIG_DFL)  # Python ignores it; exec keeps that
-        os.execvp(argv[0], argv)  # noqa: S606 - an argv list, no shell
-    except BaseException as exc:
-        try:
-            os.write(status_w, str(exc).encode("utf-8", "replace") or b"failed")
-        finally:
-            os._exit(127)
-
-
-def _close_inherited(keep: int) -> None:  # pragma: no cover - in children
-    # Python opens its own fds close-on-exec; this is for what the shim inherited from ssh.
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = list(range(3, 256))
-    for fd in fds:
-        if fd > 2 and fd != keep:
-            try:  # noqa: SIM105 - contextlib costs start-up time
-                os.close(fd)
-            except OSError:
-                pass
 
 
 # -- acquiring a session ----------------------------------------------------------------------

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from islurm.proxyshim import jsonline, rpc, spawn
 from islurm.proxyshim import lease as leases
-from islurm.proxyshim import rpc
 from islurm.proxyshim.splice import ShimError
 
 GUARD = 60.0
@@ -253,13 +253,20 @@ import json, os, signal, socket, sys
 port, record = int(sys.argv[1]), sys.argv[2]
 sock_path = os.environ["ISLURM_SOCKET"]  # the shim passes on its --socket
 signal.alarm(60)  # never outlive a broken test
-info = {"pid": os.getpid(), "sid": os.getsid(0), "cwd": os.getcwd(),
-        "stdio": [os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)]}
+def stdio():
+    return [os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)]
+info = {"pid": os.getpid(), "sid": os.getsid(0), "cwd": os.getcwd(), "stdio": stdio(),
+        "startup_stderr": os.environ.get("ISLURM_STARTUP_STDERR")}
 old = os.umask(0o177)
 listener = socket.socket(socket.AF_UNIX)
 listener.bind(sock_path)
 os.umask(old)
 listener.listen(1)
+if os.environ.pop("ISLURM_STARTUP_STDERR", None) == "1":  # as islurmd does once listening
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+info["serving_stdio"] = stdio()
 conn, _ = listener.accept()
 f = conn.makefile("rb")
 request = json.loads(f.readline())
@@ -294,6 +301,7 @@ def test_starts_the_daemon_on_demand(shim_dir, shim_env, shim_tcp, shim_start, s
     sock = shim_dir / "run" / "islurmd.sock"  # its directory does not exist yet
     env = dict(shim_env, ISLURM_DAEMON_CMD=cmd)  # and ISLURM_SOCKET names another path
     proc = shim_start("--socket", str(sock), "cpu", env=env)
+    shim_pipes = {f"pipe:[{os.fstat(f.fileno()).st_ino}]" for f in (proc.stdout, proc.stderr)}
     try:
         code, out, err = finish(proc, b"bye\n")
     finally:
@@ -305,7 +313,13 @@ def test_starts_the_daemon_on_demand(shim_dir, shim_env, shim_tcp, shim_start, s
     info = json.loads(record.read_text())
     assert info["request"]["method"] == "session.acquire"
     assert info["request"]["params"] == {"profile": "cpu", "client_pid": proc.pid}
-    assert info["stdio"] == ["/dev/null"] * 3  # never the shim's stdout: the SSH stream
+    # Never the shim's stdout (the SSH stream) nor its stderr: stderr is a pipe of its own
+    # until the daemon listens, then /dev/null.
+    assert info["stdio"][:2] == ["/dev/null"] * 2
+    assert info["stdio"][2].startswith("pipe:[")
+    assert info["stdio"][2] not in shim_pipes
+    assert info["startup_stderr"] == "1"
+    assert info["serving_stdio"] == ["/dev/null"] * 3
     assert info["sid"] not in (os.getsid(0), proc.pid)  # detached into its own session
     assert info["cwd"] == "/"
     assert (sock.parent.stat().st_mode & 0o777) == 0o700
@@ -349,7 +363,8 @@ def test_daemon_gone_mid_session_is_restarted_and_attached(
     assert (code, out, err) == (0, b"", b"")
     assert info["request"]["method"] == "session.attach"
     assert info["request"]["params"] == {"job_id": "7", "profile": "cpu"}
-    assert info["stdio"] == ["/dev/null"] * 3
+    assert info["stdio"] == ["/dev/null"] * 3  # nobody waits for its start-up error here
+    assert info["startup_stderr"] is None
 
 
 def test_sighup_ends_the_shim_quietly(shim_daemon, shim_start) -> None:
@@ -419,23 +434,23 @@ json_values = st.recursive(
 
 @given(json_values)
 def test_codec_round_trips_and_agrees_with_json(value: object) -> None:
-    text = rpc.dumps(value)
+    text = jsonline.dumps(value)
     assert text.isascii()
     assert json.loads(text) == value
-    assert rpc.loads(text) == value
-    assert rpc.loads(json.dumps(value, indent=1, ensure_ascii=False)) == value
+    assert jsonline.loads(text) == value
+    assert jsonline.loads(json.dumps(value, indent=1, ensure_ascii=False)) == value
 
 
 @pytest.mark.parametrize("text", ["", "{", '{"a": }', '"abc', '"a\x01"', "NaN", "[1] x", "{} {}"])
 def test_codec_rejects_malformed_text(text: str) -> None:
     with pytest.raises(ValueError):
-        rpc.loads(text)
+        jsonline.loads(text)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), {1: 2}, object()])
 def test_codec_refuses_what_json_cannot_say(value: object) -> None:
     with pytest.raises((ValueError, TypeError)):
-        rpc.dumps(value)
+        jsonline.dumps(value)
 
 
 def test_conn_splits_lines_and_bounds_them() -> None:
@@ -488,13 +503,13 @@ def test_invalid_ready_params_are_refused(params: dict[str, object]) -> None:
 
 def test_daemon_argv_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ISLURM_DAEMON_CMD", raising=False)
-    assert rpc.daemon_argv() == [sys.executable, "-m", "islurm.daemon.main"]
+    assert spawn.daemon_argv() == [sys.executable, "-m", "islurm.daemon.main"]
     monkeypatch.setenv("ISLURM_DAEMON_CMD", '["/opt/islurmd", "--foreground"]')
-    assert rpc.daemon_argv() == ["/opt/islurmd", "--foreground"]
+    assert spawn.daemon_argv() == ["/opt/islurmd", "--foreground"]
     for bad in ("islurmd", "[]", '["a", 1]', '{"a": 1}'):
         monkeypatch.setenv("ISLURM_DAEMON_CMD", bad)
         with pytest.raises(ShimError):
-            rpc.daemon_argv()
+            spawn.daemon_argv()
 
 
 def test_lease_reports_session_ended_and_survives_eof(tmp_path: Path) -> None:
