@@ -49,6 +49,15 @@ def log_dir(state: str | None = None) -> str:
     return os.path.join(state or state_dir(), "log")
 
 
+def ensure_state_dirs(state: str | None = None) -> str:
+    """The state dir and its jobs and log dirs, each created 0700 and verified the user's own
+    (UnsafeDirError otherwise). Returns the state dir."""
+    state = state or state_dir()
+    for d in (state, records_dir(state), log_dir(state)):
+        ensure_private_dir(d)
+    return state
+
+
 def socket_path() -> str:
     """The daemon's Unix socket: node-local, never on the shared state dir."""
     explicit = os.environ.get("ISLURM_SOCKET")

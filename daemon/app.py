@@ -142,8 +142,7 @@ class Daemon:
         listener: trio.SocketListener,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        for d in (self.opts.state_dir, self.records.directory):
-            os.makedirs(d, mode=0o700, exist_ok=True)
+        paths.ensure_state_dirs(self.opts.state_dir)
         async with trio.open_nursery() as nursery:
             self.manager.nursery = nursery
             nursery.start_soon(self._signals, nursery)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
@@ -17,15 +18,26 @@ SHARED: list[structlog.typing.Processor] = [
 ]
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Every log file it opens, the rotated ones' successors included, is 0600."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(
+            self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600
+        )
+        os.fchmod(fd, 0o600)  # a file an older islurm made 0644
+        stream = os.fdopen(fd, "a", encoding=self.encoding or "utf-8", errors=self.errors)
+        assert isinstance(stream, io.TextIOWrapper)
+        return stream
+
+
 def setup(log_file: str | None, level: str = "info", console: bool | None = None) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
     handlers: list[logging.Handler] = []
     if log_file:
-        os.makedirs(os.path.dirname(log_file), mode=0o700, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(log_file, maxBytes=5_000_000, backupCount=3)
-        os.chmod(log_file, 0o600)
+        fh = PrivateRotatingFileHandler(log_file, maxBytes=5_000_000, backupCount=3)
         fh.setFormatter(
             structlog.stdlib.ProcessorFormatter(
                 processors=[

@@ -61,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(f"islurmd {version.VERSION}")
         return 0
-    state = args.state_dir or paths.state_dir()
+    try:
+        state = paths.ensure_state_dirs(args.state_dir)
+    except OSError as exc:
+        print(f"islurmd: unsafe state directory: {exc}", file=sys.stderr)
+        return 2
     logs.setup(os.path.join(paths.log_dir(state), "islurmd.log"), args.log_level)
     import structlog
 

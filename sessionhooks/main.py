@@ -218,14 +218,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def private_dirs(state_dir: str) -> str:
-    """The state dir and its jobs and log dirs: 0700 and the user's, or refused. Returns the
-    jobs dir."""
-    for d in (state_dir, paths.records_dir(state_dir), paths.log_dir(state_dir)):
-        paths.ensure_private_dir(d)
-    return paths.records_dir(state_dir)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     job_id = os.environ.get("SLURM_JOB_ID", "")
@@ -238,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _on_signal)
     started = time.time()  # within a second of the job's start: the hook is its batch script
     try:
-        jobs = private_dirs(args.state_dir)
+        jobs = paths.records_dir(paths.ensure_state_dirs(args.state_dir))
     except OSError as exc:
         say(f"error: {exc}")  # nowhere safe to write a record: the job's log is all there is
         return 1
