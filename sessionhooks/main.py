@@ -64,7 +64,15 @@ class CappedLog:
             self.dropped = 0
 
 
-SSHD_LOG = CappedLog(MAX_SSHD_LOG)
+def _log_cap() -> int:
+    """MAX_SSHD_LOG, or $ISLURM_SSHD_LOG_CAP (bytes) where the job's environment sets it."""
+    try:
+        return max(0, int(os.environ.get("ISLURM_SSHD_LOG_CAP", MAX_SSHD_LOG)))
+    except ValueError:
+        return MAX_SSHD_LOG
+
+
+SSHD_LOG = CappedLog(_log_cap())
 
 
 class Stop(Exception):
