@@ -36,6 +36,7 @@ class Job:
     probing: bool = False
     #: its endpoint failed a check: ask Slurm before saying anything more about it
     suspect: bool = False
+    served: bool = False  # its sshd was ready once: a later hook error means it is ending
     refused_record: Record | None = None  # the last record ignored (said once in the log)
     warned: set[float] = field(default_factory=set)
     #: the table's poll generation when this job was added; polls begun before it cannot see it
@@ -59,6 +60,7 @@ class Job:
         """Its sshd answered: hand this endpoint out while its record stands."""
         self.endpoint = endpoint
         self.confirmed_at = now
+        self.served = True
         self.node = self.node or endpoint.node
         self.touch()
 

@@ -232,6 +232,11 @@ class SessionManager:
                 job.suspect = False
                 await self.watcher.fresh_poll()
                 continue
+            if job.hook_error and job.served:
+                # Its sshd served and then died: the job is ending and cannot serve again.
+                log.info("job.sshd_gone", job_id=job.job_id, error=job.hook_error)
+                await self.cancel_jobs([job], why="its sshd exited")
+                continue
             if job.hook_error:
                 raise RpcFault(Code.HOOK_FAILED, f"job {job.job_id}: {job.hook_error}")
             if not job.probing and self.nursery is not None:
@@ -261,7 +266,7 @@ class SessionManager:
         current = self.table.current(profile.name)
         if bound is not None and bound is current:
             return bound
-        if bound is not None and bound.hook_error:
+        if bound is not None and bound.hook_error and not bound.served:
             raise RpcFault(Code.HOOK_FAILED, f"job {bound.job_id}: {bound.hook_error}")
         if bound is not None and not bound.live and lease.submitted and current is None:
             raise RpcFault(

@@ -155,6 +155,8 @@ def squatter(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @contextmanager
@@ -200,7 +202,9 @@ def test_a_squatter_on_a_freed_port_gets_nothing(user: User, cluster: Cluster) -
     assert saw == [{"connections": 0, "bytes": 0}]
 
 
-def test_the_ca_stays_on_the_login_node_and_certs_name_their_job(user: User) -> None:
+def test_the_ca_stays_on_the_login_node_and_certs_name_their_job(
+    user: User, tmp_path: Path
+) -> None:
     job_id, _ = _connect_job(user)
     ca_dir = f"{user.home}/.config/islurm/ca"
     script = subprocess.run(
@@ -217,11 +221,10 @@ def test_the_ca_stays_on_the_login_node_and_certs_name_their_job(user: User) -> 
         timeout=30,
     )
     cert = next(line for line in scan.stdout.splitlines() if "-cert-v01@openssh.com" in line)
+    cert_file = tmp_path / "host-cert.pub"
+    cert_file.write_text(cert.split(" ", 1)[1] + "\n")
     listing = subprocess.run(
-        ["ssh-keygen", "-L", "-f", "/dev/stdin"],
-        input=cert.split(" ", 1)[1] + "\n",
-        capture_output=True,
-        text=True,
+        ["ssh-keygen", "-L", "-f", str(cert_file)], capture_output=True, text=True
     ).stdout
     assert f'Key ID: "islurm-job-{job_id}"' in listing
     until = re.search(r"Valid: from \S+ to (\S+)", listing)
