@@ -77,6 +77,9 @@ class Connection:
         self.leases: set[str] = set()
         self.followups: list[Callable[[], Awaitable[None]]] = []
         self.closed = trio.Event()
+        self.unsent = 0  # lines queued but not yet written to the socket
+        self.drained = trio.Event()  # set while nothing is unsent
+        self.drained.set()
 
     def notify(self, method: str, params: dict[str, Any]) -> None:
         line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params}) + "\n"
@@ -87,11 +90,19 @@ class Connection:
             return
         try:
             self._outbox.send_nowait(line)
+            self.unsent += 1
+            if self.drained.is_set():
+                self.drained = trio.Event()
         except trio.WouldBlock:
             log.warning("rpc.client_not_reading", pid=self.pid)
             self.closed.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed.set()
+
+    def written(self) -> None:
+        self.unsent -= 1
+        if not self.unsent:
+            self.drained.set()
 
     def after_reply(self, work: Callable[[], Awaitable[None]]) -> None:
         self.followups.append(work)
@@ -105,11 +116,18 @@ class RpcServer:
         self.refused = 0
         self.accepting = True
         self._scope: trio.CancelScope | None = None
+        self._live: set[Connection] = set()
 
     def stop_accepting(self) -> None:
         self.accepting = False
         if self._scope is not None:
             self._scope.cancel()
+
+    async def flush(self) -> None:
+        """Return once every open connection has written what it queued (shutdown: the last
+        notifications reach their clients before the daemon exits)."""
+        for conn in list(self._live):
+            await conn.drained.wait()
 
     async def serve(
         self,
@@ -148,6 +166,7 @@ class RpcServer:
         self.connections += 1
         send, receive = trio.open_memory_channel[bytes](OUTBOX)
         conn = Connection(send, pid)
+        self._live.add(conn)
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._writer, stream, receive, conn)
@@ -170,6 +189,8 @@ class RpcServer:
                 await send.aclose()
         finally:
             conn.closed.set()
+            conn.drained.set()  # what is unsent now never will be
+            self._live.discard(conn)
             self.on_close(conn)
 
     def _answer(self, line: bytes, conn: Connection) -> bytes | None:
@@ -199,5 +220,6 @@ class RpcServer:
             async with receive:
                 async for line in receive:
                     await stream.send_all(line)
+                    conn.written()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             conn.closed.set()
