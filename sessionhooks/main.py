@@ -137,8 +137,15 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def job_environment() -> dict[str, str]:
-    """What every ssh session in the job gets: the job's SLURM_* set and GPU variables."""
-    return {k: v for k, v in os.environ.items() if k.startswith("SLURM_") or k in GPU_VARS}
+    """What every ssh session in the job gets: the job's SLURM_* set and GPU variables, less
+    credentials (SLURM_JWT, Slurm's auth/jwt token, and anything named like a secret): they
+    would land in the sshd_config and every session's environment."""
+    secret = ("JWT", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CRED")
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if (k.startswith("SLURM_") and not any(s in k for s in secret)) or k in GPU_VARS
+    }
 
 
 def serve(
