@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import structlog
@@ -172,16 +173,19 @@ class RpcServer:
                 outer.start_soon(self._writer, stream, receive, conn)
                 async with trio.open_nursery() as flows:
                     flows.start_soon(self._close_when_done, conn, flows.cancel_scope)
-                    async for line in read_lines(stream):
-                        if isinstance(line, TooLong):
-                            conn.send(error_line(-32600, f"request too long ({line.size} bytes)"))
-                            continue
-                        reply = self._answer(line, conn)
-                        if reply:
-                            conn.send(reply)
-                        for work in conn.followups:
-                            flows.start_soon(work)
-                        conn.followups.clear()
+                    async with aclosing(read_lines(stream)) as incoming:
+                        async for line in incoming:
+                            if isinstance(line, TooLong):
+                                conn.send(
+                                    error_line(-32600, f"request too long ({line.size} bytes)")
+                                )
+                                continue
+                            reply = self._answer(line, conn)
+                            if reply:
+                                conn.send(reply)
+                            for work in conn.followups:
+                                flows.start_soon(work)
+                            conn.followups.clear()
                     # EOF: the client is done sending; its flows (and leases) end with it.
                     flows.cancel_scope.cancel()
                 # Let the writer flush what is queued, briefly, then close.
