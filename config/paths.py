@@ -68,7 +68,73 @@ def socket_path() -> str:
         candidate = os.path.join(runtime, "islurm", "islurmd.sock")
         if len(os.fsencode(candidate)) <= SUN_PATH_MAX:
             return candidate
-    return os.path.join(f"/tmp/islurm-{os.getuid()}", "islurmd.sock")  # noqa: S108 - owner-checked
+    return os.path.join(_tmp_socket_dir(), "islurmd.sock")
+
+
+TMP = "/tmp"  # noqa: S108 - every directory islurm uses under it is owner-checked
+
+
+def _tmp_socket_dir() -> str:
+    """TMP/islurm-<uid> (the tmux and ssh-agent convention) unless someone else squats it;
+    then a random-named private directory recorded in the user's state dir for this node."""
+    usual = os.path.join(TMP, f"islurm-{os.getuid()}")
+    try:
+        st = os.lstat(usual)
+    except FileNotFoundError:
+        return usual
+    import stat as _stat
+
+    if _stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+        return usual  # ensure_private_dir fixes its mode
+    return _fallback_socket_dir()
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:  # contextlib.suppress: one import more for every shim start
+        return
+
+
+def _is_private_dir(path: str) -> bool:
+    import stat as _stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return _stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def _fallback_socket_dir() -> str:
+    """The recorded directory if it is still ours, private and not a symlink; else a new one.
+    Two processes racing here agree: the record is published with link(2), first one wins."""
+    run = ensure_private_dir(os.path.join(state_dir(), "run"))
+    record = os.path.join(run, f"socket-dir.{os.uname().nodename}")
+    for _ in range(3):
+        try:
+            with open(record, encoding="utf-8") as f:
+                found = f.read().strip()
+        except FileNotFoundError:
+            found = ""
+        if found and os.path.dirname(found) == TMP and _is_private_dir(found):
+            return found
+        if found:  # vanished (tmp cleaner, reboot) or tampered with: replace it
+            _unlink_quietly(record)
+        fresh = os.path.join(TMP, f"islurm-{os.getuid()}-{os.urandom(6).hex()}")
+        os.mkdir(fresh, 0o700)
+        tmp = f"{record}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(fresh + "\n")
+            os.link(tmp, record)
+        except FileExistsError:
+            os.rmdir(fresh)  # another process recorded its directory first: use that one
+            continue
+        finally:
+            _unlink_quietly(tmp)
+        return fresh
+    raise UnsafeDirError(f"cannot settle on a private socket directory (see {record})")
 
 
 def lock_path(sock: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -10,12 +11,40 @@ HOST_PREFIX = "slurm-"
 CERT_PRINCIPAL = "islurm"
 
 
-def _escape(value: str) -> str:
-    """ssh_config expands % tokens; a literal % is written %%. Quote values with spaces."""
-    if any(c in value for c in '"\n\r\x00'):
-        raise ValueError(f"cannot put {value!r} into an ssh config")
-    value = value.replace("%", "%%")
-    return f'"{value}"' if any(c in value for c in " \t") else value
+# Words that need no quoting in ssh_config nor in sh.
+_PLAIN = frozenset(string.ascii_letters + string.digits + "@%+=:,./-_")
+
+
+def _refuse_line_breaks(value: str, where: str) -> None:
+    if any(c in value for c in "\n\r\x00"):
+        raise ValueError(f"cannot put {value!r} into {where}: no quoting can carry a line break")
+
+
+def config_word(value: str, *, expands: bool) -> str:
+    """One ssh_config argument as OpenSSH >= 8.7 splits it (misc.c argv_split): in double
+    quotes, with backslash and double quote escaped; a single quote, `$` and `#` are literal
+    inside them. Where ssh expands tokens (`expands`), % is doubled and `${` is refused: ssh
+    substitutes environment variables there and has no escape for them."""
+    _refuse_line_breaks(value, "an ssh config")
+    if expands:
+        if "${" in value:
+            raise ValueError(f"cannot put {value!r} into an ssh config: ssh expands ${{...}}")
+        value = value.replace("%", "%%")
+    if value and all(c in _PLAIN for c in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _shell_word(word: str) -> str:
+    """One word of the ProxyCommand, which ssh hands to `sh -c` as written but first checks
+    that its quotes balance the way argv_split reads them, where a backslash escapes a quote
+    even inside single quotes: words with a backslash go in double quotes instead."""
+    _refuse_line_breaks(word, "a ProxyCommand")
+    if word and all(c in _PLAIN for c in word):
+        return word
+    if "\\" not in word:
+        return shlex.quote(word)
+    return '"' + "".join("\\" + c if c in '\\"$`' else c for c in word) + '"'
 
 
 @dataclass(frozen=True)
@@ -33,10 +62,7 @@ class ProxySpec:
             argv = [*self.local_command, profile]
         else:
             argv = ["ssh", "-T", "-o", "BatchMode=yes", self.login, self.remote_command, profile]
-        for word in argv:
-            if any(c in word for c in "\n\r\x00"):
-                raise ValueError(f"cannot put {word!r} into a ProxyCommand")
-        return " ".join(shlex.quote(w).replace("%", "%%") for w in argv)
+        return " ".join(_shell_word(w).replace("%", "%%") for w in argv)
 
 
 def host_options(
@@ -48,7 +74,7 @@ def host_options(
         # Every job has a new host key, signed by the user's CA for this one principal.
         ("HostKeyAlias", CERT_PRINCIPAL),
         ("StrictHostKeyChecking", "yes"),
-        ("UserKnownHostsFile", _escape(known_hosts)),
+        ("UserKnownHostsFile", config_word(known_hosts, expands=True)),
         ("GlobalKnownHostsFile", "/dev/null"),
         ("CheckHostIP", "no"),
         ("UpdateHostKeys", "no"),
@@ -56,7 +82,11 @@ def host_options(
         ("ServerAliveCountMax", "4"),
     ]
     if user:
-        options.append(("User", _escape(user)))
+        if any(c in user for c in "%$"):
+            # Newer ssh versions expand tokens in User, older ones do not: no spelling is right
+            # for both.
+            raise ValueError(f"cannot put user {user!r} into an ssh config: % and $ are refused")
+        options.append(("User", config_word(user, expands=False)))
     return options
 
 

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from islurm.daemon.slurm.client import SlurmCli, SlurmClient
 from islurm.daemon.watcher import Watcher
 
 log = structlog.get_logger("islurm.daemon")
+
+FLUSH = 1.0  # after the grace: at most this long to tell waiting clients and write it out
 
 
 @dataclass
@@ -72,6 +75,10 @@ class Daemon:
         self.server = RpcServer(
             make_dispatch(build_methods(self.manager, self.status, self.reload)), self._closed
         )
+        #: called once the daemon no longer serves (islurmd frees its lock and socket file
+        #: there, so the next daemon can start while this one says goodbye)
+        self.on_stopped_serving: Callable[[], None] | None = None
+        self._watch_scope = trio.CancelScope()
 
     def _idle_grace(self, profile: str) -> float:
         p = self.settings.profiles.get(profile)
@@ -131,11 +138,32 @@ class Daemon:
                     self.reload()
                     continue
                 log.info("daemon.stopping", signal=signal.Signals(signum).name)
-                self.server.stop_accepting()
-                # In-flight replies are synchronous; give flows a moment to say goodbye.
-                await trio.sleep(min(0.2, self.settings.daemon.shutdown_grace))
-                nursery.cancel_scope.cancel()
+                await self.stop(nursery)
                 return
+
+    async def stop(self, nursery: trio.Nursery) -> None:
+        """TERM: stop accepting; connects waiting for a job get `shutdown_grace` to become
+        ready, then are told SHUTTING_DOWN (their shims ask the next daemon); exit. Sessions
+        already connected are not cut: their byte streams never pass through the daemon, and
+        their shims re-attach their leases to the next daemon (docs/PROTOCOL.md §2)."""
+        grace = self.settings.daemon.shutdown_grace
+        self.server.stop_accepting()
+        self.manager.draining = True
+        with trio.move_on_after(grace):
+            await self.manager.until_none_waiting()
+        self._watch_scope.cancel()  # a daemon on its way out reaps and cancels nothing
+        if self.on_stopped_serving is not None:
+            self.on_stopped_serving()
+        told = self.manager.stop_waiting()
+        with trio.move_on_after(FLUSH):
+            await self.manager.until_none_waiting()
+            await self.server.flush()
+        log.info("daemon.stopped_serving", told_to_retry=told, leases=len(self.manager.leases))
+        nursery.cancel_scope.cancel()
+
+    async def _watch(self, *, task_status: trio.TaskStatus[None]) -> None:
+        with self._watch_scope:
+            await self.watcher.run(self._leads, task_status=task_status)
 
     async def run(
         self,
@@ -154,5 +182,5 @@ class Daemon:
                 version=version.VERSION,
                 mode=self.opts.mode,
             )
-            await nursery.start(self.watcher.run, self._leads)
+            await nursery.start(self._watch)
             task_status.started()

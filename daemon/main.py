@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if listener is None:
             paths.ensure_private_dir(os.path.dirname(sock))
-            lock_fd = unix_listener.take_lock(sock)
+            # A daemon on its way out holds the lock until its grace (and a flush) is over.
+            lock_fd = unix_listener.await_lock(sock, settings.daemon.shutdown_grace + 2.0)
             listener = unix_listener.bind(sock)
             ours = unix_listener.identity(sock)
         else:
@@ -112,13 +113,20 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     opts = Options(socket=sock, config=config, state_dir=state, mode=mode, ca_dir=ca_dir)
     daemon = Daemon(opts, settings)
+    held = [lock_fd]
+
+    def let_the_next_daemon_start() -> None:
+        if held:
+            unix_listener.remove_socket(sock, ours)  # never a socket systemd (or another) bound
+            os.close(held.pop())
+
+    daemon.on_stopped_serving = let_the_next_daemon_start
     # Listening: the shim that started us stops waiting for our error at EOF on our stderr.
     _release_stderr()
     try:
         trio.run(daemon.run, listener)
     finally:
-        unix_listener.remove_socket(sock, ours)  # never a socket systemd (or another) bound
-        os.close(lock_fd)
+        let_the_next_daemon_start()
         log.info("daemon.stopped")
     return 0
 

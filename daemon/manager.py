@@ -32,6 +32,7 @@ HEARTBEAT = 30.0  # re-say "still waiting" this often while nothing changes
 FINAL_STATE_WAIT = 2.5  # seconds to learn why a job ended before telling its sessions
 CONFIRM_FRESH = 2.0  # seconds a TCP check vouches for a listening sshd (its record is re-read)
 SUBMIT_RETRY = 2.0
+SHUTTING_DOWN_TEXT = "islurmd is shutting down (its clients retry against the next one)"
 
 
 class Notify(Protocol):
@@ -74,6 +75,10 @@ class SessionManager:
         self._ids = itertools.count(1)
         self.nursery: trio.Nursery | None = None
         self.submissions = 0
+        self.draining = False  # TERM: no new sessions; waiting connects get their grace
+        self._waiting: set[trio.CancelScope] = set()
+        self._none_waiting = trio.Event()
+        self._none_waiting.set()
 
     # -- leases -----------------------------------------------------------------------------
     def profile(self, name: str) -> Profile:
@@ -82,6 +87,22 @@ class SessionManager:
             known = ", ".join(sorted(profiles))
             raise RpcFault(Code.UNKNOWN_PROFILE, f"unknown profile {name!r}; known: {known}")
         return profiles[name]
+
+    def refuse_if_draining(self) -> None:
+        if self.draining:
+            raise RpcFault(Code.SHUTTING_DOWN, SHUTTING_DOWN_TEXT)
+
+    async def until_none_waiting(self) -> None:
+        """Return once no connect waits for its job (all ready or failed)."""
+        while self._waiting:
+            await self._none_waiting.wait()
+
+    def stop_waiting(self) -> int:
+        """Shutdown: end every connect still waiting; each tells its client SHUTTING_DOWN.
+        Jobs stay: the next daemon adopts them. Sessions already connected are untouched."""
+        for scope in self._waiting:
+            scope.cancel()
+        return len(self._waiting)
 
     def new_lease(self, profile: str) -> Lease:
         lease = Lease(id=f"L{os.getpid()}-{next(self._ids)}", profile=profile)
@@ -123,9 +144,23 @@ class SessionManager:
         profile = self.profile(lease.profile)
         limit = limit or profile.connect_timeout
         self.watcher.waiting += 1
+        stop = trio.CancelScope()
+        self._waiting.add(stop)
+        if self._none_waiting.is_set():
+            self._none_waiting = trio.Event()
         try:
-            with trio.move_on_after(limit) as scope:
+            with stop, trio.move_on_after(limit) as scope:
                 job, ep = await self._wait_ready(lease, profile, notify, extra)
+            if stop.cancelled_caught:
+                notify(
+                    "session.failed",
+                    {
+                        "code": int(Code.SHUTTING_DOWN),
+                        "message": SHUTTING_DOWN_TEXT,
+                        "job_id": lease.job_id,
+                    },
+                )
+                return
             if scope.cancelled_caught:
                 await self._give_up(lease, limit, notify)
                 return
@@ -137,6 +172,9 @@ class SessionManager:
             return
         finally:
             self.watcher.waiting -= 1
+            self._waiting.discard(stop)
+            if not self._waiting:
+                self._none_waiting.set()
         if on_ready is not None:
             # Before "ready": a client may hang up as soon as it hears that.
             with trio.CancelScope(shield=True):

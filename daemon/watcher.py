@@ -13,8 +13,13 @@ import trio
 
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.records import RecordStore
-from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
-from islurm.daemon.slurm.parse import SqueueRow, parse_slurm_duration
+from islurm.daemon.slurm.client import (
+    SlurmClient,
+    SlurmError,
+    SlurmOutputError,
+    SlurmUnreachable,
+)
+from islurm.daemon.slurm.parse import SlurmParseError, SqueueRow, parse_slurm_duration
 
 log = structlog.get_logger("islurm.watcher")
 
@@ -97,6 +102,11 @@ class Watcher:
             self._failed(f"Slurm controller unreachable: {exc.message}")
             self._poll_ended(generation)
             return
+        except (SlurmOutputError, SlurmParseError) as exc:
+            # A garbled line is a failed poll: reading half an answer could end live jobs.
+            self._failed(f"squeue answered what islurm cannot read: {exc}", raw=exc.raw)
+            self._poll_ended(generation)
+            return
         except SlurmError as exc:
             self._failed(f"squeue failed: {exc.message}")
             self._poll_ended(generation)
@@ -142,9 +152,10 @@ class Watcher:
                     spare.append(dup)
         return spare
 
-    def _failed(self, why: str) -> None:
+    def _failed(self, why: str, raw: str | None = None) -> None:
         if why != self.error:
-            log.warning("watcher.poll_failed", error=why)
+            extra = {} if raw is None else {"raw": raw}
+            log.warning("watcher.poll_failed", error=why, **extra)
         self.error = why
         for job in self.table:
             if job.live and job.leases:

@@ -44,6 +44,10 @@ class DaemonGone(Exception):
     """The daemon closed the connection."""
 
 
+class DaemonStopping(DaemonGone):
+    """The daemon said it is shutting down (code 1008): ask the next one."""
+
+
 class Conn:
     """One connection to islurmd: requests out, bounded lines in."""
 
@@ -233,10 +237,14 @@ def acquire(
         conn = connect(path)
         try:
             return conn, _await_ready(conn, conn.send("session.acquire", params), timeout)
-        except DaemonGone:
+        except DaemonGone as gone:
             conn.close()
             if attempt == 1:
-                inform("islurmd closed the connection; asking again")
+                inform(
+                    "islurmd is shutting down; asking the next one"
+                    if isinstance(gone, DaemonStopping)
+                    else "islurmd closed the connection; asking again"
+                )
         except OSError as exc:
             conn.close()
             raise ShimError(EXIT_DAEMON, f"lost the connection to islurmd: {exc}") from None
@@ -281,6 +289,8 @@ def _await_ready(conn: Conn, req_id: int, timeout: float | None) -> Ready:
             if msg.get("id") != req_id:
                 continue
             error = msg.get("error")
+            if isinstance(error, dict) and error.get("code") == DAEMON_SHUTTING_DOWN:
+                raise DaemonStopping
             if error is not None:
                 raise ShimError(EXIT_ACQUIRE, _error_text(error))
             answered = True
@@ -295,6 +305,8 @@ def _await_ready(conn: Conn, req_id: int, timeout: float | None) -> Ready:
                 shown = text
         elif method == "session.ready":
             return _ready(params)
+        elif method == "session.failed" and params.get("code") == DAEMON_SHUTTING_DOWN:
+            raise DaemonStopping
         elif method in ("session.failed", "session.ended"):
             raise ShimError(EXIT_ACQUIRE, _text(params.get("message")) or "the session failed")
         # Anything else is a notification from a newer daemon: ignore it.

@@ -16,6 +16,8 @@ import select
 import stat
 import time
 
+from islurm.config.text import terminal_safe
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -66,15 +68,9 @@ class ShimError(Exception):
         self.message = message
 
 
-def _clean(text: str) -> str:
-    # Messages come from the daemon (and through it from sbatch): keep terminal controls out.
-    return "".join(
-        "?" if (ord(c) < 32 and c not in "\n\t") or 127 <= ord(c) < 160 else c for c in text
-    )
-
-
 def _stderr(line: str) -> None:
-    data = (_clean(line) + "\n").encode("utf-8", "replace")
+    # Messages come from the daemon (and through it from sbatch): keep terminal controls out.
+    data = (terminal_safe(line) + "\n").encode("utf-8", "replace")
     try:
         while data:
             data = data[os.write(2, data) :]

@@ -7,6 +7,7 @@ Stdlib only: it runs with whatever Python the login node's install points at."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pwd
 import select
@@ -144,13 +145,7 @@ def start_listening(
     last = ""
     for attempt in range(BIND_ATTEMPTS):
         port = pick_port(preferred if attempt == 0 else 0)
-        cfg = sshd.SshdConfig(
-            port=port,
-            host_key=cfg_base.host_key,
-            user=cfg_base.user,
-            host_cert=cfg_base.host_cert,
-            env=cfg_base.env,
-        )
+        cfg = dataclasses.replace(cfg_base, port=port)
         fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(cfg.render())
@@ -175,9 +170,29 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def login_node_addresses() -> tuple[str, ...]:
+    """Where every session comes from (the shim on the login node, and islurmd's banner
+    check): exempt from sshd's per-source penalties, which would otherwise lock users out."""
+    host = os.environ.get("SLURM_SUBMIT_HOST", "")
+    if not host:
+        return ()
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return ()
+    return tuple(sorted({str(info[4][0]) for info in infos}))
+
+
 def job_environment() -> dict[str, str]:
-    """What every ssh session in the job gets: the job's SLURM_* set and GPU variables."""
-    return {k: v for k, v in os.environ.items() if k.startswith("SLURM_") or k in GPU_VARS}
+    """What every ssh session in the job gets: the job's SLURM_* set and GPU variables, less
+    credentials (SLURM_JWT, Slurm's auth/jwt token, and anything named like a secret): they
+    would land in the sshd_config and every session's environment."""
+    secret = ("JWT", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CRED")
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if (k.startswith("SLURM_") and not any(s in k for s in secret)) or k in GPU_VARS
+    }
 
 
 def serve(
@@ -252,11 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         end = started + args.time_limit if args.time_limit else jobinfo.end_time(job_id)
         hostkey.request_signature(jobs, job_id, host_pub, end)
         cert = hostkey.install_certificate(key, hostkey.await_certificate(jobs, job_id, say))
+        binary = sshd.find_sshd()
+        penalties = sshd.per_source_penalties_supported(binary, args.state_dir)
         base = sshd.SshdConfig(
-            port=0, host_key=key, user=user, host_cert=cert, env=job_environment()
+            port=0,
+            host_key=key,
+            user=user,
+            host_cert=cert,
+            env=job_environment(),
+            per_source_penalties=penalties,
+            penalty_exempt=login_node_addresses() if penalties else (),
         )
         proc, port = start_listening(
-            base, os.path.join(jobdir, "sshd_config"), args.port_lease, sshd.find_sshd()
+            base, os.path.join(jobdir, "sshd_config"), args.port_lease, binary
         )
         rec = records.Record(job_id=job_id, node=node, port=port, pid=proc.pid, host_key=host_pub)
         records.write_json(

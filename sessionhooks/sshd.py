@@ -4,11 +4,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from islurm.config.files import write_text_atomic
+from islurm.config.sshconfig import config_word
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 
@@ -42,10 +48,60 @@ def run(argv: Sequence[str]) -> str:
 
 
 def _config_value(value: str) -> str:
-    """Quote a value for sshd_config (double quotes; sshd has no escape for a quote inside)."""
-    if any(c in value for c in '"\n\r\x00'):
-        raise ValueError(f"cannot put {value!r} in sshd_config")
-    return f'"{value}"' if (not value or any(c in value for c in " \t#")) else value
+    """A value for sshd_config: sshd splits its lines as ssh does (misc.c argv_split, OpenSSH
+    >= 8.7), and expands no tokens in the keywords we write with it."""
+    return config_word(value, expands=False)
+
+
+# -- what this sshd understands ------------------------------------------------------------------
+
+#: OpenSSH >= 9.8: slow down sources that fail to authenticate. The login node, where every
+#: legitimate connection comes from, must be exempted by the caller (the daemon's banner probe
+#: counts as a connection that never authenticated).
+PER_SOURCE_PENALTIES = "PerSourcePenalties authfail:5s noauth:1s grace-exceeded:20s"
+_FEATURES_FILE = "sshd-features.json"
+
+
+def per_source_penalties_supported(binary: str, cache_dir: str) -> bool:
+    """Whether `binary` accepts PerSourcePenalties. Asked once per sshd build (`sshd -t` on a
+    one-line config: an unknown keyword is reported while parsing, before host keys or the
+    privilege separation directory are looked at), then answered from a small cache file in
+    `cache_dir` keyed by the binary's path, size and mtime: no process at later job starts."""
+    try:
+        st = os.stat(binary)
+    except OSError:
+        return False
+    key = f"{os.path.realpath(binary)}|{st.st_size}|{st.st_mtime_ns}"
+    cache = os.path.join(cache_dir, _FEATURES_FILE)
+    try:
+        with open(cache, encoding="utf-8") as f:
+            known = json.load(f)
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), bool):
+        return bool(known[key])
+    supported = _probe_keyword(binary, PER_SOURCE_PENALTIES)
+    known[key] = supported
+    # Unwritable: asked again at the next job start; never a reason to fail this one.
+    with contextlib.suppress(OSError):
+        write_text_atomic(cache, json.dumps(known, sort_keys=True) + "\n", mode=0o600)
+    return supported
+
+
+def _probe_keyword(binary: str, line: str) -> bool:
+    with tempfile.NamedTemporaryFile("w", suffix=".sshd_config", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        try:
+            proc = subprocess.run(
+                [binary, "-t", "-f", f.name], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    err = proc.stderr.lower()
+    return "bad configuration option" not in err and "unsupported option" not in err
 
 
 @dataclass(frozen=True)
@@ -55,6 +111,8 @@ class SshdConfig:
     user: str
     host_cert: str | None = None
     env: Mapping[str, str] | None = None
+    per_source_penalties: bool = False  # per_source_penalties_supported(binary, ...)
+    penalty_exempt: tuple[str, ...] = ()  # addresses/CIDRs of the login nodes
 
     def render(self) -> str:
         lines = [
@@ -69,7 +127,7 @@ class SshdConfig:
             "PubkeyAuthentication yes",
             "AuthenticationMethods publickey",
             "PermitRootLogin no",
-            f"AllowUsers {self.user}",
+            f"AllowUsers {_config_value(self.user)}",
             "StrictModes yes",
             "AuthorizedKeysFile .ssh/authorized_keys",
             "X11Forwarding no",
@@ -79,15 +137,23 @@ class SshdConfig:
             "PrintMotd no",
             "PrintLastLog no",
             "ClientAliveInterval 60",
-            # VS Code and parallel tools open many connections at once; the default 10:30:100
-            # would drop some of them before they authenticate.
-            "MaxStartups 200:30:400",
+            # The port is open to the whole cluster before authentication: an unauthenticated
+            # connection may hold an sshd (charged to this job) for 20 s, not the default 120.
+            "LoginGraceTime 20",
+            # VS Code and parallel tools open many connections at once (32 in the e2e tests);
+            # the default 10:30:100 would drop some of them before they authenticate.
+            "MaxStartups 64:30:128",
             "MaxSessions 100",
             "LogLevel INFO",
             "Subsystem sftp internal-sftp",
         ]
         if self.host_cert:
             lines.append(f"HostCertificate {_config_value(self.host_cert)}")
+        if self.per_source_penalties:
+            lines.append(PER_SOURCE_PENALTIES)
+            if self.penalty_exempt:
+                exempt = ",".join(self.penalty_exempt)
+                lines.append(f"PerSourcePenaltyExemptList {_config_value(exempt)}")
         pairs = []
         for key, value in sorted((self.env or {}).items()):
             try:

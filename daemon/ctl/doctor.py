@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from islurm.config import paths
+from islurm.config.text import terminal_safe
 from islurm.daemon.ctl.common import EXIT  # islurmctl's exit codes (main re-exports them)
 
 if TYPE_CHECKING:
@@ -50,7 +51,9 @@ class Doctor:
     connect: Callable[[], RpcClient]
     profiles: list[str] | None = None
     quick: bool = False
-    say: Callable[[str], None] = field(default=lambda m: print(f"doctor: {m}", file=sys.stderr))
+    say: Callable[[str], None] = field(
+        default=lambda m: print(f"doctor: {terminal_safe(m)}", file=sys.stderr)
+    )
     read_banner: Callable[[str, int], str] = field(default=lambda h, p: read_banner(h, p))
 
 
@@ -109,7 +112,7 @@ def format_check(c: Check) -> str:
 
 
 def print_check(c: Check) -> None:
-    print(format_check(c), flush=True)
+    print(terminal_safe(format_check(c)), flush=True)
 
 
 def exit_code(checks: list[Check]) -> int:

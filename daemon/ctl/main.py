@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from islurm.config import paths
+from islurm.config.text import terminal_safe
 from islurm.daemon.ctl import doctor, service, sessions
 from islurm.daemon.ctl.common import EXIT, RPC_TO_EXIT, Fail, call, connect, exit_for
 
@@ -22,7 +23,7 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     if not rows:
         return ""
     cells = [[h for h, _ in columns]] + [
-        [str(r.get(k, "") or "-") for _, k in columns] for r in rows
+        [terminal_safe(str(r.get(k, "") or "-"), one_line=True) for _, k in columns] for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return (
@@ -82,7 +83,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     elif not ids:
         print("nothing to cancel")
     else:
-        print("cancelled " + ", ".join(f"job {i}" for i in ids))
+        print(terminal_safe("cancelled " + ", ".join(f"job {i}" for i in ids)))
     return 0
 
 
@@ -93,7 +94,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     if result.get("error"):
         raise Fail(EXIT["config_invalid"], f"{result['error']} (islurmd keeps its previous config)")
     if not args.json:
-        print(f"islurmd reloaded {result.get('config')}")
+        print(terminal_safe(f"islurmd reloaded {result.get('config')}"))
     return 0
 
 
@@ -103,15 +104,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return 0
     w = status.get("watcher", {})
-    print(
+    lines = [
         f"islurmd {status['version']} (pid {status['pid']}, up {status['uptime']:.0f} s, "
-        f"{status['mode']} mode)"
-    )
-    for key in ("socket", "config", "state_dir", "log"):
-        print(f"  {key + ':':11}{status[key]}")
-    slurm = w.get("error") or "ok"
-    print(f"  {'slurm:':11}{slurm} ({w.get('polls')} polls, every {w.get('interval')} s now)")
-    print(f"  {'sessions:':11}{status['leases']} open, {status['submissions']} jobs submitted")
+        f"{status['mode']} mode)",
+        *(f"  {key + ':':11}{status[key]}" for key in ("socket", "config", "state_dir", "log")),
+        f"  {'slurm:':11}{w.get('error') or 'ok'} ({w.get('polls')} polls, "
+        f"every {w.get('interval')} s now)",
+        f"  {'sessions:':11}{status['leases']} open, {status['submissions']} jobs submitted",
+    ]
+    for line in lines:
+        print(terminal_safe(line, one_line=True))
     return 0
 
 
@@ -129,8 +131,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         print(json.dumps(profiles, indent=2))
         return 0
     for name, p in profiles.items():
-        print(f"{name:16} {p['description']}")
-        print(f"{'':16} sbatch {' '.join(p['sbatch'])}")
+        print(terminal_safe(f"{name:16} {p['description']}", one_line=True))
+        print(terminal_safe(f"{'':16} sbatch {' '.join(p['sbatch'])}", one_line=True))
     return 0
 
 
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.fn(args)
         return code
     except Fail as fail:
-        print(f"islurmctl: {fail}", file=sys.stderr)
+        print(f"islurmctl: {terminal_safe(str(fail))}", file=sys.stderr)
         return fail.exit_code
     except KeyboardInterrupt:
         return 130

@@ -11,6 +11,7 @@ from typing import Any
 from islurm.config import paths
 from islurm.config.files import write_text_atomic
 from islurm.config.sshconfig import HOST_PREFIX, ProxySpec, ssh_argv
+from islurm.config.text import terminal_safe
 from islurm.daemon.ctl.common import EXIT, Fail, connect, exit_for
 
 
@@ -58,7 +59,7 @@ def _follow(rpc: Any, as_json: bool) -> dict[str, Any]:
         msg = rpc.read_message()
         method, params = msg.get("method"), msg.get("params") or {}
         if method == "session.progress":  # stderr, also with --json: stdout stays parseable
-            print(f"islurm: {params.get('message', '')}", file=sys.stderr)
+            print(f"islurm: {terminal_safe(str(params.get('message', '')))}", file=sys.stderr)
         elif method == "session.ready":
             return dict(params)
         elif method in ("session.failed", "session.ended"):
@@ -93,7 +94,10 @@ def cmd_gpuswap(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(
-            f"GPU session ready: job {ready['job_id']} on {ready['node']} (profile {args.profile})."
+            terminal_safe(
+                f"GPU session ready: job {ready['job_id']} on {ready['node']} "
+                f"(profile {args.profile})."
+            )
         )
         print(f"Reconnect VS Code (Remote-SSH) to host: {host}")
     if sys.stdin.isatty() and sys.stdout.isatty() and not args.no_shell and not args.json:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import trio
@@ -19,7 +19,7 @@ class TooLong:
 
 async def read_lines(
     stream: trio.abc.ReceiveStream, max_line: int = MAX_LINE
-) -> AsyncIterator[bytes | TooLong]:
+) -> AsyncGenerator[bytes | TooLong, None]:
     """Yield complete lines (without the newline); a too-long line yields TooLong once."""
     buf = bytearray()
     dropping = 0  # >0: inside an over-long line, this many bytes dropped so far

@@ -80,6 +80,7 @@ def build_methods(
             isinstance(client_pid, bool) or not isinstance(client_pid, int)
         ):
             return InvalidParams("client_pid must be an integer")
+        manager.refuse_if_draining()
         manager.profile(name)  # unknown profile: fail fast, nothing submitted
         if unreachable is not None:
             manager.report_unreachable(*_endpoint("unreachable", unreachable))
@@ -92,6 +93,7 @@ def build_methods(
         jid, name = _str("job_id", job_id, max_len=32), _str("profile", profile, max_len=64)
         if not jid.isdigit():
             raise RpcFault(Code.INVALID_PARAMS, "job_id must be a Slurm job id")
+        manager.refuse_if_draining()
         manager.profile(name)
         lease = manager.new_lease(name)
         ctx.leases.add(lease.id)
@@ -115,6 +117,7 @@ def build_methods(
         target, src = _str("profile", profile, max_len=64), _str("source", source, max_len=64)
         if not isinstance(release_cpu, bool) or not isinstance(keep_constraints, bool):
             raise RpcFault(Code.INVALID_PARAMS, "release_cpu and keep_constraints are booleans")
+        manager.refuse_if_draining()
         manager.profile(target)
         job = manager.table.get(src) if src.isdigit() else manager.table.current(src)
         if job is None or not job.live:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import structlog
@@ -77,6 +78,9 @@ class Connection:
         self.leases: set[str] = set()
         self.followups: list[Callable[[], Awaitable[None]]] = []
         self.closed = trio.Event()
+        self.unsent = 0  # lines queued but not yet written to the socket
+        self.drained = trio.Event()  # set while nothing is unsent
+        self.drained.set()
 
     def notify(self, method: str, params: dict[str, Any]) -> None:
         line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params}) + "\n"
@@ -87,11 +91,19 @@ class Connection:
             return
         try:
             self._outbox.send_nowait(line)
+            self.unsent += 1
+            if self.drained.is_set():
+                self.drained = trio.Event()
         except trio.WouldBlock:
             log.warning("rpc.client_not_reading", pid=self.pid)
             self.closed.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed.set()
+
+    def written(self) -> None:
+        self.unsent -= 1
+        if not self.unsent:
+            self.drained.set()
 
     def after_reply(self, work: Callable[[], Awaitable[None]]) -> None:
         self.followups.append(work)
@@ -105,11 +117,18 @@ class RpcServer:
         self.refused = 0
         self.accepting = True
         self._scope: trio.CancelScope | None = None
+        self._live: set[Connection] = set()
 
     def stop_accepting(self) -> None:
         self.accepting = False
         if self._scope is not None:
             self._scope.cancel()
+
+    async def flush(self) -> None:
+        """Return once every open connection has written what it queued (shutdown: the last
+        notifications reach their clients before the daemon exits)."""
+        for conn in list(self._live):
+            await conn.drained.wait()
 
     async def serve(
         self,
@@ -148,21 +167,25 @@ class RpcServer:
         self.connections += 1
         send, receive = trio.open_memory_channel[bytes](OUTBOX)
         conn = Connection(send, pid)
+        self._live.add(conn)
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._writer, stream, receive, conn)
                 async with trio.open_nursery() as flows:
                     flows.start_soon(self._close_when_done, conn, flows.cancel_scope)
-                    async for line in read_lines(stream):
-                        if isinstance(line, TooLong):
-                            conn.send(error_line(-32600, f"request too long ({line.size} bytes)"))
-                            continue
-                        reply = self._answer(line, conn)
-                        if reply:
-                            conn.send(reply)
-                        for work in conn.followups:
-                            flows.start_soon(work)
-                        conn.followups.clear()
+                    async with aclosing(read_lines(stream)) as incoming:
+                        async for line in incoming:
+                            if isinstance(line, TooLong):
+                                conn.send(
+                                    error_line(-32600, f"request too long ({line.size} bytes)")
+                                )
+                                continue
+                            reply = self._answer(line, conn)
+                            if reply:
+                                conn.send(reply)
+                            for work in conn.followups:
+                                flows.start_soon(work)
+                            conn.followups.clear()
                     # EOF: the client is done sending; its flows (and leases) end with it.
                     flows.cancel_scope.cancel()
                 # Let the writer flush what is queued, briefly, then close.
@@ -170,6 +193,8 @@ class RpcServer:
                 await send.aclose()
         finally:
             conn.closed.set()
+            conn.drained.set()  # what is unsent now never will be
+            self._live.discard(conn)
             self.on_close(conn)
 
     def _answer(self, line: bytes, conn: Connection) -> bytes | None:
@@ -199,5 +224,6 @@ class RpcServer:
             async with receive:
                 async for line in receive:
                     await stream.send_all(line)
+                    conn.written()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             conn.closed.set()

@@ -33,6 +33,22 @@ def take_lock(sock_path: str) -> int:
     return fd
 
 
+def await_lock(sock_path: str, wait: float) -> int:
+    """take_lock, waiting up to `wait` s while the holder does not answer on the socket: a
+    daemon that is shutting down still holds the lock for its grace period, and the shim
+    that started us must find us listening once it is gone. A daemon that answers wins."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return take_lock(sock_path)
+        except AlreadyRunning:
+            if time.monotonic() >= deadline or _answers(sock_path):
+                raise
+        time.sleep(0.05)
+
+
 def _answers(path: str) -> bool:
     probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
     try:

@@ -10,6 +10,7 @@ import trio
 
 from islurm.daemon.slurm.parse import (
     SQUEUE_FORMAT,
+    SlurmParseError,
     SqueueRow,
     is_controller_unreachable,
     is_invalid_job_id,
@@ -42,6 +43,16 @@ class SlurmError(Exception):
 
 class SlurmUnreachable(SlurmError):
     """The controller did not answer: the last known state stands, keep waiting."""
+
+
+class SlurmOutputError(SlurmError):
+    """Slurm answered, but with output we cannot read: a failed call, not a crash.
+    `raw` is the text that did not parse."""
+
+    def __init__(self, argv: Sequence[str], stdout: str, error: SlurmParseError) -> None:
+        super().__init__(argv, 0, stdout, "")
+        self.raw = error.raw
+        self.args = (str(error),)
 
 
 class SlurmClient(abc.ABC):
@@ -102,11 +113,19 @@ class SlurmCli(SlurmClient):
 
     async def submit(self, options: Sequence[str], script: str) -> str:
         argv = [self._cmd("sbatch"), "--parsable", *options]
-        return parse_sbatch_parsable(await self._call(argv, script.encode()))
+        out = await self._call(argv, script.encode())
+        try:
+            return parse_sbatch_parsable(out)
+        except SlurmParseError as exc:
+            raise SlurmOutputError(argv, out, exc) from None
 
     async def query(self) -> list[SqueueRow]:
         argv = [self._cmd("squeue"), "--me", "--noheader", "--states=all", "-o", SQUEUE_FORMAT]
-        return parse_squeue(await self._call(argv))
+        out = await self._call(argv)
+        try:
+            return parse_squeue(out)
+        except SlurmParseError as exc:
+            raise SlurmOutputError(argv, out, exc) from None
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
         if not job_ids:
@@ -118,8 +137,12 @@ class SlurmCli(SlurmClient):
                 raise
 
     async def constraints(self, job_id: str) -> list[str]:
-        out = await self._call([self._cmd("scontrol"), "-o", "show", "job", job_id])
-        return parse_job_constraints(out.strip().splitlines()[0] if out.strip() else out)
+        argv = [self._cmd("scontrol"), "-o", "show", "job", job_id]
+        out = await self._call(argv)
+        try:
+            return parse_job_constraints(out.strip().splitlines()[0] if out.strip() else out)
+        except SlurmParseError as exc:
+            raise SlurmOutputError(argv, out, exc) from None
 
     async def test_submit(self, options: Sequence[str]) -> str:
         argv = [self._cmd("sbatch"), "--test-only", *options]
@@ -144,4 +167,4 @@ class SlurmCli(SlurmClient):
         return err.strip()
 
 
-__all__ = ["SlurmCli", "SlurmClient", "SlurmError", "SlurmUnreachable"]
+__all__ = ["SlurmCli", "SlurmClient", "SlurmError", "SlurmOutputError", "SlurmUnreachable"]

@@ -61,11 +61,11 @@ def test_values_that_cannot_be_written_are_refused(bad: str) -> None:
         host_block("cpu", ProxySpec(login=bad), "/k")
 
 
-def test_a_double_quote_is_fine_in_the_proxy_command_but_not_in_a_path_option() -> None:
+def test_a_double_quote_is_escaped_in_a_path_option() -> None:
     block = host_block("cpu", ProxySpec(login=None, local_command=('/opt/"x"/islurm-proxy',)), "/k")
     assert option(block, "ProxyCommand") == """'/opt/"x"/islurm-proxy' cpu"""
-    with pytest.raises(ValueError, match="cannot put"):
-        host_block("cpu", ProxySpec(login=None, local_command=(SHIM,)), '/opt/"x"/known')
+    block = host_block("cpu", ProxySpec(login=None, local_command=(SHIM,)), '/opt/"x"/known')
+    assert option(block, "UserKnownHostsFile") == '"/opt/\\"x\\"/known"'
 
 
 def test_render_has_one_block_per_profile() -> None:

@@ -72,4 +72,4 @@ def test_sshd_config_locks_the_server_down_and_carries_the_job_environment() -> 
     ):
         assert line in lines
     setenv = [ln for ln in lines if ln.startswith("SetEnv")]
-    assert setenv == ['SetEnv SLURM_JOB_ID=42 "SLURM_X=a b"']  # one line; q"x left out
+    assert setenv == ['SetEnv "SLURM_BAD=q\\"x" SLURM_JOB_ID=42 "SLURM_X=a b"']  # one line

@@ -1,0 +1,102 @@
+"""The hand-over from a daemon that is shutting down to the next one: the shim retries an
+acquire told SHUTTING_DOWN (proxyshim/rpc.py), and an on-demand daemon started meanwhile
+waits for the old one's lock (daemon/rpc/unix_listener.py `await_lock`)."""
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from islurm.daemon.rpc import unix_listener
+from tests.unit.test_proxyshim_rpc import BANNER, banner_then_wait_for_bye, finish, ready_params
+
+
+def test_shim_asks_the_next_daemon_when_told_shutting_down(
+    shim_daemon, shim_tcp, shim_start
+) -> None:
+    daemon = shim_daemon()
+    sshd = shim_tcp(banner_then_wait_for_bye)
+
+    @daemon.script
+    def stopping(peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
+        peer.notify("session.progress", {"message": "queued: job 42 (Priority)", "waited": 0})
+        peer.notify("session.failed", {"code": 1008, "message": "islurmd is shutting down"})
+        peer.wait_eof()
+
+    @daemon.script
+    def next_daemon(peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
+        peer.notify("session.ready", ready_params(sshd.port))
+        peer.wait_eof()
+
+    code, out, err = finish(shim_start("cpu"), b"bye\n")
+    daemon.check()
+    sshd.check()
+    assert (code, out) == (0, BANNER)
+    assert err.decode().splitlines() == [
+        "islurm: queued: job 42 (Priority)",
+        "islurm: islurmd is shutting down; asking the next one",
+    ]
+
+
+def test_shim_asks_the_next_daemon_when_its_acquire_is_refused_shutting_down(
+    shim_daemon, shim_tcp, shim_start
+) -> None:
+    daemon = shim_daemon()
+    sshd = shim_tcp(banner_then_wait_for_bye)
+
+    @daemon.script
+    def stopping(peer) -> None:
+        peer.error(peer.expect("session.acquire"), 1008, "islurmd is shutting down")
+        peer.wait_eof()
+
+    @daemon.script
+    def next_daemon(peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
+        peer.notify("session.ready", ready_params(sshd.port))
+        peer.wait_eof()
+
+    code, out, _ = finish(shim_start("cpu"), b"bye\n")
+    daemon.check()
+    assert (code, out) == (0, BANNER)
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="isl", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_next_daemon_waits_for_the_lock_of_one_that_no_longer_answers(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "islurmd.sock")
+    old = unix_listener.take_lock(path)  # draining: holds the lock, listens no more
+    threading.Timer(0.3, os.close, (old,)).start()
+    t0 = time.monotonic()
+    fd = unix_listener.await_lock(path, wait=5.0)
+    os.close(fd)
+    assert 0.25 <= time.monotonic() - t0 < 4
+
+
+def test_next_daemon_gives_way_to_one_that_answers(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "islurmd.sock")
+    held = unix_listener.take_lock(path)
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listening.bind(path)
+        listening.listen(1)
+        t0 = time.monotonic()
+        with pytest.raises(unix_listener.AlreadyRunning):
+            unix_listener.await_lock(path, wait=5.0)
+        assert time.monotonic() - t0 < 2
+    finally:
+        listening.close()
+        os.close(held)
