@@ -18,6 +18,7 @@ from islurm.config.records import MAX_RECORD, Record, RecordError, read_json, re
 from islurm.daemon import readiness
 from islurm.daemon.jobs import Job
 from islurm.daemon.records import Endpoint, RecordStore
+from islurm.daemon.slurm.parse import in_hostlist
 from islurm.daemon.slurm.states import JobState
 from tests.unit.fakes import FAKE_HOST_KEY, resolve, write_record
 
@@ -214,9 +215,8 @@ def test_endpoint_matches_only_its_own_record() -> None:
 # -- a record of another node --------------------------------------------------------------
 
 
-async def test_a_record_naming_another_node_is_ignored_and_said_once(
-    tmp_path: Path, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def confirm_all(monkeypatch: pytest.MonkeyPatch) -> list[Endpoint]:
+    """Every banner check answers; the endpoints checked are recorded."""
     checked: list[Endpoint] = []
 
     async def confirm(endpoint: Endpoint) -> bool:
@@ -226,6 +226,13 @@ async def test_a_record_naming_another_node_is_ignored_and_said_once(
 
     monkeypatch.setattr(readiness, "confirm", confirm)
     monkeypatch.setattr(readiness, "ipv4_address", resolve)
+    return checked
+
+
+async def test_a_record_naming_another_node_is_ignored_and_said_once(
+    tmp_path: Path, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = confirm_all(monkeypatch)
     jobs = jobs_dir(tmp_path)
     write_record(tmp_path, "42", node="c9")
     job = Job(job_id="42", profile="cpu", state=JobState.RUNNING, node="c1")
@@ -244,3 +251,42 @@ async def test_a_record_naming_another_node_is_ignored_and_said_once(
         await readiness.probe_until_ready(job, store)
     assert job.endpoint is not None
     assert (job.endpoint.node, job.endpoint.port) == ("c1", 22033)
+
+
+async def test_a_multi_node_jobs_record_from_its_first_node_is_used(
+    tmp_path: Path, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """squeue names a multi-node job's nodes as a hostlist ("c[1-2]"); the hook, the batch
+    script, runs on the first of them and records that node."""
+    confirm_all(monkeypatch)
+    write_record(jobs_dir(tmp_path).parent, "42", node="c01")
+    job = Job(job_id="42", profile="cpu", state=JobState.RUNNING, node="c[01-02],gpu7")
+    job.leases.add("L-1")
+    with trio.fail_after(GUARD):
+        await readiness.probe_until_ready(job, RecordStore(str(tmp_path / "jobs")))
+    assert job.hook_error is None
+    assert job.endpoint is not None
+    assert job.endpoint.node == "c01"
+
+
+@pytest.mark.parametrize(
+    ("node", "hostlist", "inside"),
+    [
+        ("c1", "c1", True),
+        ("c1", "c10", False),
+        ("c1", "c[1-2]", True),
+        ("c2", "c[1-2]", True),
+        ("c3", "c[1-2]", False),
+        ("c01", "c[01-02]", True),
+        ("c1", "c[01-02]", False),
+        ("c7", "c[1-2,5,7-9]", True),
+        ("c6", "c[1-2,5,7-9]", False),
+        ("gpu7", "c[1-2],gpu7", True),
+        ("gpu7-ib", "gpu[6-8]-ib", True),
+        ("d1", "c[1-2]", False),
+        ("c", "c[1-2]", False),
+        ("c1x", "c[1-2]", False),
+    ],
+)
+def test_node_in_hostlist(node: str, hostlist: str, inside: bool) -> None:
+    assert in_hostlist(node, hostlist) is inside
