@@ -11,6 +11,7 @@ import trio
 from islurm.daemon import sshca
 from islurm.daemon.jobs import Job
 from islurm.daemon.records import Endpoint, RecordStore
+from islurm.daemon.slurm.parse import in_hostlist
 
 log = structlog.get_logger("islurm.readiness")
 
@@ -96,8 +97,9 @@ async def _endpoint(job: Job, records: RecordStore) -> Endpoint | None:
     rec = records.read(job.job_id)
     if rec is None:
         return None
-    if job.node and rec.node != job.node:
-        # Slurm says the job runs elsewhere: not a record this job's hook wrote.
+    if job.node and not in_hostlist(rec.node, job.node):
+        # Slurm says the job runs elsewhere: not a record this job's hook wrote. (A job on
+        # several nodes is named as a hostlist; its hook runs on the first of them.)
         if rec != job.refused_record:
             log.warning("records.wrong_node", job_id=job.job_id, record=rec.node, slurm=job.node)
             job.refused_record = rec

@@ -175,3 +175,31 @@ def time_limit_of(options: list[str] | tuple[str, ...]) -> int | None:
         if value is not None:
             limit = parse_sbatch_time(value)
     return limit
+
+
+_HOSTLIST_ITEM = re.compile(r"([^\[\],]*)(?:\[([0-9,\-]+)\]([^\[\],]*))?")
+
+
+def in_hostlist(node: str, hostlist: str) -> bool:
+    """Whether `node` is one of Slurm's compressed hostlist ("c[01-02,5],gpu7", squeue %N)."""
+    for item in _HOSTLIST_ITEM.finditer(hostlist):
+        prefix, ranges, suffix = item.group(1), item.group(2), item.group(3) or ""
+        if ranges is None:
+            if prefix and node == prefix:
+                return True
+            continue
+        if not (node.startswith(prefix) and node.endswith(suffix)):
+            continue
+        index = node[len(prefix) : len(node) - len(suffix)]
+        if not index.isdigit():
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            if not low.isdigit() or not (high or low).isdigit():
+                continue
+            # zero-padded ranges ("01-02") name nodes of exactly that width
+            if int(low) <= int(index) <= int(high or low) and (
+                len(index) == len(low) or not low.startswith("0")
+            ):
+                return True
+    return False
