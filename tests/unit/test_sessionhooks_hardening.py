@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from islurm.config.paths import UnsafeDirError
-from islurm.sessionhooks.main import CappedLog, private_dirs
+from islurm.config.paths import UnsafeDirError, ensure_state_dirs
+from islurm.sessionhooks.main import CappedLog
 
 
 def logged(capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -62,8 +62,7 @@ def mode(path: Path) -> int:
 
 def test_private_dirs_creates_state_jobs_and_log_0700(tmp_path: Path) -> None:
     state = tmp_path / "home" / "state dir;$(x)"
-    jobs = private_dirs(str(state))
-    assert jobs == str(state / "jobs")
+    assert ensure_state_dirs(str(state)) == str(state)
     for d in (state, state / "jobs", state / "log"):
         assert d.is_dir()
         assert mode(d) == 0o700, d
@@ -73,17 +72,17 @@ def test_private_dirs_tightens_an_open_dir(tmp_path: Path) -> None:
     state = tmp_path / "state"
     (state / "jobs").mkdir(parents=True)
     os.chmod(state / "jobs", 0o777)
-    private_dirs(str(state))
+    ensure_state_dirs(str(state))
     assert mode(state / "jobs") == 0o700
 
 
 @pytest.mark.parametrize("which", ["", "jobs", "log"])
 def test_private_dirs_refuses_a_dir_owned_by_another_uid(tmp_path: Path, which: str) -> None:
     state = tmp_path / "state"
-    private_dirs(str(state))
+    ensure_state_dirs(str(state))
     os.chown(state / which if which else state, 65534, 65534)  # the tests run as root
     with pytest.raises(UnsafeDirError, match="owned by uid 65534"):
-        private_dirs(str(state))
+        ensure_state_dirs(str(state))
 
 
 def test_private_dirs_refuses_a_symlinked_jobs_dir(tmp_path: Path) -> None:
@@ -93,7 +92,7 @@ def test_private_dirs_refuses_a_symlinked_jobs_dir(tmp_path: Path) -> None:
     elsewhere.mkdir(mode=0o700)
     os.symlink(elsewhere, state / "jobs")
     with pytest.raises(UnsafeDirError, match="not a directory"):
-        private_dirs(str(state))
+        ensure_state_dirs(str(state))
     assert os.listdir(elsewhere) == []
 
 
@@ -102,4 +101,4 @@ def test_private_dirs_refuses_a_file_where_a_dir_belongs(tmp_path: Path) -> None
     state.mkdir()
     (state / "log").write_text("")
     with pytest.raises(UnsafeDirError):
-        private_dirs(str(state))
+        ensure_state_dirs(str(state))
