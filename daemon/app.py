@@ -16,8 +16,9 @@ import trio
 from islurm.config import paths
 from islurm.config.settings import ConfigError, Settings, load_settings
 from islurm.daemon import version
+from islurm.daemon.jobcontrol import HookSetup, JobControl
 from islurm.daemon.jobs import Job, JobTable
-from islurm.daemon.manager import HookSetup, SessionManager
+from islurm.daemon.manager import SessionManager
 from islurm.daemon.ports import PortPool
 from islurm.daemon.records import RecordStore
 from islurm.daemon.rpc.methods import build_methods, make_dispatch
@@ -58,11 +59,10 @@ class Daemon:
             on_duplicate=self._duplicates,
             on_adopt=self._adopt,
         )
-        self.manager = SessionManager(
+        self.jobs = JobControl(
             lambda: self.settings,
             self.slurm,
             self.table,
-            self.records,
             self.ports,
             self.watcher,
             HookSetup(
@@ -71,6 +71,9 @@ class Daemon:
                 workdir=os.path.expanduser("~"),
                 ca_dir=opts.ca_dir,
             ),
+        )
+        self.manager = SessionManager(
+            lambda: self.settings, self.table, self.records, self.watcher, self.jobs
         )
         self.server = RpcServer(
             make_dispatch(build_methods(self.manager, self.status, self.reload)), self._closed
@@ -89,13 +92,13 @@ class Daemon:
         return p.walltime_warnings if p else ()
 
     async def _reap(self, job: Job) -> None:
-        await self.manager.reap(job)
+        await self.jobs.reap(job)
 
     async def _duplicates(self, jobs: list[Job]) -> None:
-        await self.manager.cancel_duplicates(jobs)
+        await self.jobs.cancel_duplicates(jobs)
 
     def _adopt(self, job: Job) -> None:
-        self.manager.adopt(job)
+        self.jobs.adopt(job)
 
     def _closed(self, conn: Connection) -> None:
         for lease_id in conn.leases:
@@ -115,7 +118,7 @@ class Daemon:
             "connections": self.server.connections,
             "refused": self.server.refused,
             "leases": len(self.manager.leases),
-            "submissions": self.manager.submissions,
+            "submissions": self.jobs.submissions,
             "ports": len(self.ports.held()),
         }
 

@@ -5,21 +5,25 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from islurm.config import rpccodes
+
 
 class Code(enum.IntEnum):
-    PARSE_ERROR = -32700
-    INVALID_REQUEST = -32600
-    METHOD_NOT_FOUND = -32601
-    INVALID_PARAMS = -32602
-    INTERNAL = -32603
-    UNKNOWN_PROFILE = 1001
-    SUBMIT_REJECTED = 1002
-    JOB_ENDED = 1003
-    SLURM_UNREACHABLE = 1004
-    CONNECT_TIMEOUT = 1005
-    NOT_FOUND = 1006
-    HOOK_FAILED = 1007
-    SHUTTING_DOWN = 1008
+    """The codes of config/rpccodes.py as an enum."""
+
+    PARSE_ERROR = rpccodes.PARSE_ERROR
+    INVALID_REQUEST = rpccodes.INVALID_REQUEST
+    METHOD_NOT_FOUND = rpccodes.METHOD_NOT_FOUND
+    INVALID_PARAMS = rpccodes.INVALID_PARAMS
+    INTERNAL = rpccodes.INTERNAL
+    UNKNOWN_PROFILE = rpccodes.UNKNOWN_PROFILE
+    SUBMIT_REJECTED = rpccodes.SUBMIT_REJECTED
+    JOB_ENDED = rpccodes.JOB_ENDED
+    SLURM_UNREACHABLE = rpccodes.SLURM_UNREACHABLE
+    CONNECT_TIMEOUT = rpccodes.CONNECT_TIMEOUT
+    NOT_FOUND = rpccodes.NOT_FOUND
+    HOOK_FAILED = rpccodes.HOOK_FAILED
+    SHUTTING_DOWN = rpccodes.SHUTTING_DOWN
 
 
 class RpcFault(Exception):

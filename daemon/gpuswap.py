@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from islurm.daemon.errors import Code, RpcFault
+from islurm.daemon.jobcontrol import Notify
 from islurm.daemon.jobs import Job
-from islurm.daemon.manager import Lease, Notify, SessionManager
+from islurm.daemon.manager import Lease, SessionManager
+from islurm.daemon.progress import note
 from islurm.daemon.slurm.client import SlurmError, SlurmUnreachable
 
 
@@ -21,45 +23,24 @@ async def gpuswap(
     extra: tuple[str, ...] = ()
     if keep_constraints:
         try:
-            extra = tuple(await manager.slurm.constraints(source.job_id))
+            extra = tuple(await manager.jobs.slurm.constraints(source.job_id))
         except SlurmError as exc:
-            notify(
-                "session.failed",
-                {
-                    "code": int(
-                        Code.SLURM_UNREACHABLE
-                        if isinstance(exc, SlurmUnreachable)
-                        else Code.INTERNAL
-                    ),
-                    "message": f"cannot read job {source.job_id}'s constraints: {exc.message}",
-                },
-            )
+            code = Code.SLURM_UNREACHABLE if isinstance(exc, SlurmUnreachable) else Code.INTERNAL
+            why = f"cannot read job {source.job_id}'s constraints: {exc.message}"
+            notify("session.failed", RpcFault(code, why).as_params())
             return
         if extra:
-            notify(
-                "session.progress",
-                {
-                    "message": f"keeping job {source.job_id}'s constraints: {' '.join(extra)}",
-                    "waited": 0,
-                },
-            )
+            says = f"keeping job {source.job_id}'s constraints: {' '.join(extra)}"
+            notify("session.progress", note(says))
 
     async def released(job: Job) -> None:
         if release and source.live and source is not job:
             try:
-                await manager.cancel_jobs([source], why=f"gpuswap to job {job.job_id}")
+                await manager.jobs.cancel_jobs([source], why=f"gpuswap to job {job.job_id}")
             except RpcFault as fault:
-                notify(
-                    "session.progress",
-                    {
-                        "message": f"could not release CPU job {source.job_id}: {fault.message}",
-                        "waited": 0,
-                    },
-                )
+                says = f"could not release CPU job {source.job_id}: {fault.message}"
+                notify("session.progress", note(says))
                 return
-            notify(
-                "session.progress",
-                {"message": f"released CPU job {source.job_id}", "waited": 0},
-            )
+            notify("session.progress", note(f"released CPU job {source.job_id}"))
 
     await manager.acquire(lease, notify, extra=extra, on_ready=released)

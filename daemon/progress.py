@@ -1,10 +1,12 @@
-"""What a waiting user reads on their terminal about a job that is not ready yet. Pure."""
+"""The notifications a flow sends its client (docs/PROTOCOL.md §2), built here only. Pure."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from islurm.daemon.errors import Code
 from islurm.daemon.jobs import Job
+from islurm.daemon.records import Endpoint
 
 
 def note(message: str) -> dict[str, Any]:
@@ -37,3 +39,19 @@ def progress_message(job: Job, slurm_error: str | None, waited: float) -> str:
     if job.start_time and job.start_time not in ("N/A", "Unknown"):
         parts.append(f"estimated start: {job.start_time}")
     return ", ".join(parts) + f" [{waited:.0f}s]"
+
+
+def ready(job: Job, endpoint: Endpoint, lease_id: str) -> dict[str, Any]:
+    """The params of `session.ready`: where the shim connects."""
+    return {
+        "job_id": job.job_id,
+        "node": endpoint.node,
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "lease": lease_id,
+    }
+
+
+def ended(job_id: str, state: str, message: str) -> dict[str, Any]:
+    """The params of `session.ended`."""
+    return {"code": int(Code.JOB_ENDED), "job_id": job_id, "state": state, "message": message}

@@ -132,14 +132,14 @@ def build_methods(
         return Success({"lease": lease.id, "profile": target, "source_job": job.job_id})
 
     def list_(ctx: Connection) -> Result:
-        return Success({"jobs": manager.describe()})
+        return Success({"jobs": manager.jobs.describe()})
 
     def cancel(ctx: Connection, target: object) -> Result:
         what = _str("target", target, max_len=64)
 
         async def work() -> None:
             try:
-                ids = await manager.cancel(what)
+                ids = await manager.jobs.cancel(what, manager.profile)
                 ctx.notify("session.cancel.done", {"target": what, "job_ids": ids})
             except RpcFault as fault:
                 ctx.notify(

@@ -248,7 +248,7 @@ async def test_no_ca_fails_the_connect_with_the_job_id(
 ) -> None:
     slurm = FakeSlurm().always("query", rows(running_line("4242")))
     async with live_daemon(tmp_path, slurm) as (daemon, state, _nursery):
-        assert daemon.manager.hook.ca_dir is None
+        assert daemon.manager.jobs.hook.ca_dir is None
         hostkey.request_signature(str(state / "jobs"), "4242", "ssh-ed25519 " + "A" * 68, None)
         notes = Notes()
         with trio.fail_after(GUARD):

@@ -86,7 +86,7 @@ async def test_32_concurrent_acquires_submit_once_and_all_get_ready(
         "--no-requeue",
     ]
     assert f"--state-dir {shlex.quote(str(state))} " in script
-    assert daemon.manager.submissions == 1
+    assert daemon.manager.jobs.submissions == 1
     assert daemon.table.get("4242").leases == {lease.id for lease, _ in flows}
     assert all(notes.of("session.failed") == [] for _, notes in flows)
 

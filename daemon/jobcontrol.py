@@ -1,0 +1,194 @@
+"""What islurmd does to jobs in Slurm: submit (with a port lease and the hook's command),
+cancel (idempotent), adopt, reap, describe. The session manager decides when; this does it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+import trio
+
+from islurm.config import paths
+from islurm.config.settings import Profile, Settings
+from islurm.daemon.errors import Code, RpcFault
+from islurm.daemon.jobs import Job, JobTable
+from islurm.daemon.ports import PortPool
+from islurm.daemon.progress import note
+from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
+from islurm.daemon.slurm.parse import time_limit_of
+from islurm.daemon.slurm.submission import HookCommand, job_script, sbatch_options
+from islurm.daemon.watcher import Watcher
+
+log = structlog.get_logger("islurm.jobs")
+
+SUBMIT_RETRY = 2.0  # seconds between sbatch attempts while the controller is unreachable
+
+
+class Notify(Protocol):
+    """Sends one notification to the client a flow serves."""
+
+    def __call__(self, method: str, params: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class HookSetup:
+    """What every job's session hook is started with."""
+
+    python: str
+    state_dir: str
+    workdir: str
+    ca_dir: str | None = None  # the login-node CA that signs each job's host key
+
+
+class JobControl:
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        slurm: SlurmClient,
+        table: JobTable,
+        ports: PortPool,
+        watcher: Watcher,
+        hook: HookSetup,
+    ) -> None:
+        self.settings, self.slurm, self.table = settings, slurm, table
+        self.ports, self.watcher, self.hook = ports, watcher, hook
+        self.submissions = 0
+
+    # -- submit ------------------------------------------------------------------------------
+    async def submit(
+        self, holder: str, profile: Profile, notify: Notify, extra: tuple[str, ...] = ()
+    ) -> Job:
+        """sbatch a job for `profile` with a fresh port lease; the lease is released on every
+        path that does not end in a job (rejected, cancelled, timed out)."""
+        port = self.ports.lease(holder)
+        options = sbatch_options(
+            profile,
+            log_path=os.path.join(paths.log_dir(self.hook.state_dir), "job-%j.log"),
+            workdir=self.hook.workdir,
+            extra=extra,
+        )
+        script = job_script(
+            HookCommand(
+                python=self.hook.python,
+                state_dir=self.hook.state_dir,
+                port_lease=port,
+                profile=profile.name,
+                walltime_warnings=profile.walltime_warnings,
+                time_limit=time_limit_of([*profile.sbatch, *extra]),
+            )
+        )
+        notify("session.progress", note(f"submitting a job for profile {profile.name}"))
+        try:
+            job_id = await self._sbatch(profile, options, script, notify)
+        except BaseException:
+            self.ports.release(holder)
+            raise
+        self.ports.rename(holder, job_id)
+        job = self.table.add(
+            Job(job_id=job_id, profile=profile.name, submitted_here=True, port=port)
+        )
+        log.info("job.submitted", job_id=job_id, profile=profile.name, port=port, options=options)
+        self.watcher.kick()
+        return job
+
+    async def _sbatch(
+        self, profile: Profile, options: list[str], script: str, notify: Notify
+    ) -> str:
+        """sbatch, retried while the controller is unreachable; a rejection is final."""
+        while True:
+            try:
+                self.submissions += 1
+                return await self.slurm.submit(options, script)
+            except SlurmUnreachable as exc:
+                notify(
+                    "session.progress",
+                    note(f"Slurm controller unreachable ({exc.message}); retrying"),
+                )
+                await trio.sleep(SUBMIT_RETRY)
+            except SlurmError as exc:
+                raise RpcFault(
+                    Code.SUBMIT_REJECTED,
+                    f"sbatch rejected profile {profile.name}: {exc.message}",
+                    {"argv": exc.argv, "stderr": exc.stderr},
+                ) from None
+
+    # -- cancel ------------------------------------------------------------------------------
+    async def cancel(self, target: str, known_profile: Callable[[str], object]) -> list[str]:
+        """Cancel by job id, by profile (checked with `known_profile`) or `--all`."""
+        live = [j for j in self.table if j.live]
+        if target == "--all":
+            jobs = live
+        elif target.isdigit():
+            jobs = [j for j in live if j.job_id == target]
+            if not jobs:
+                raise RpcFault(Code.NOT_FOUND, f"no running islurm job {target}")
+        else:
+            known_profile(target)
+            jobs = [j for j in live if j.profile == target]
+            if not jobs:
+                raise RpcFault(Code.NOT_FOUND, f"no job for profile {target}")
+        await self.cancel_jobs(jobs, why="requested")
+        return [j.job_id for j in jobs]
+
+    async def cancel_jobs(self, jobs: list[Job], why: str) -> None:
+        if not jobs:
+            return
+        try:
+            await self.slurm.cancel([j.job_id for j in jobs])
+        except SlurmUnreachable as exc:
+            raise RpcFault(Code.SLURM_UNREACHABLE, exc.message) from None
+        except SlurmError as exc:
+            raise RpcFault(Code.INTERNAL, f"scancel failed: {exc.message}") from None
+        for job in jobs:
+            log.info("job.cancelled", job_id=job.job_id, profile=job.profile, why=why)
+            self.ports.release(job.job_id)
+            job.mark_cancelled()
+        self.watcher.kick()
+
+    # -- watcher callbacks -------------------------------------------------------------------
+    async def cancel_duplicates(self, jobs: list[Job]) -> None:
+        """Spare jobs of a profile that already has one in use."""
+        try:
+            await self.cancel_jobs(jobs, why="duplicate")
+        except RpcFault as fault:
+            log.warning("job.duplicate_cancel_failed", error=fault.message)
+
+    def adopt(self, job: Job) -> None:
+        """A job found in Slurm keeps the port its record names."""
+        if job.port is not None:
+            self.ports.adopt(job.port, job.job_id)
+
+    async def reap(self, job: Job) -> None:
+        """The job had no lease for its idle grace."""
+        try:
+            await self.cancel_jobs([job], why="idle")
+        except RpcFault as fault:
+            log.warning("job.reap_failed", job_id=job.job_id, error=fault.message)
+
+    # -- list --------------------------------------------------------------------------------
+    def describe(self) -> list[dict[str, Any]]:
+        profiles = self.settings().profiles
+        return [
+            {
+                "job_id": j.job_id,
+                "profile": j.profile,
+                "state": j.state.value,
+                "reason": j.reason,
+                "node": j.node,
+                "port": j.endpoint.port if j.endpoint else j.port,
+                "ready": j.endpoint is not None,
+                "sessions": len(j.leases),
+                "time_used": j.time_used,
+                "time_left": j.time_left,
+                "time_limit": j.time_limit,
+                "partition": j.partition,
+                "gres": j.gres,
+                "submitted_here": j.submitted_here,
+                "container": profiles[j.profile].container if j.profile in profiles else "",
+            }
+            for j in sorted(self.table, key=lambda j: int(j.job_id))
+            if j.live
+        ]
