@@ -9,8 +9,11 @@ import trio
 
 from islurm.config.records import Record
 from islurm.daemon.records import Endpoint
-from islurm.daemon.slurm.parse import SqueueRow
+from islurm.daemon.slurm.parse import SqueueRow, parse_slurm_duration
 from islurm.daemon.slurm.states import JobState
+
+#: seconds before its time limit at which a job is no longer handed out to new sessions
+ENDING_SOON = 15.0
 
 
 @dataclass(eq=False)
@@ -36,6 +39,7 @@ class Job:
     probing: bool = False
     #: its endpoint failed a check: ask Slurm before saying anything more about it
     suspect: bool = False
+    ends_at: float | None = None  # trio time its limit is reached, while it runs
     served: bool = False  # its sshd was ready once: a later hook error means it is ending
     refused_record: Record | None = None  # the last record ignored (said once in the log)
     warned: set[float] = field(default_factory=set)
@@ -81,6 +85,11 @@ class Job:
         self.endpoint = None
         self.touch()
 
+    def ending_soon(self, now: float) -> bool:
+        """Its time limit is so close that a new session would be cut at once: not handed
+        out (a reconnect gets a new job instead)."""
+        return self.ends_at is not None and self.ends_at - now < ENDING_SOON
+
     def update_from(self, row: SqueueRow) -> bool:
         """Take Slurm's view; return whether anything a waiter cares about changed."""
         before = (self.state, self.reason, self.node, self.start_time)
@@ -91,6 +100,8 @@ class Job:
             row.time_left,
         )
         self.time_limit, self.partition, self.gres = row.time_limit, row.partition, row.gres
+        left = parse_slurm_duration(row.time_left) if row.state.is_running else None
+        self.ends_at = None if left is None else trio.current_time() + left
         return before != (self.state, self.reason, self.node, self.start_time)
 
 
@@ -121,13 +132,20 @@ class JobTable:
         self._jobs.pop(job_id, None)
 
     def live_for(self, profile: str) -> list[Job]:
-        """Live jobs of a profile, the one to use first: running before waiting, then oldest."""
+        """Live jobs of a profile, the one to use first: running before waiting, then oldest;
+        a job about to reach its time limit last."""
+        now = trio.current_time()
         jobs = [j for j in self._jobs.values() if j.profile == profile and j.live]
-        return sorted(jobs, key=lambda j: (not j.state.is_running, int(j.job_id)))
+        return sorted(
+            jobs, key=lambda j: (j.ending_soon(now), not j.state.is_running, int(j.job_id))
+        )
 
     def current(self, profile: str) -> Job | None:
+        """The job a connect to `profile` uses; None: submit one."""
         jobs = self.live_for(profile)
-        return jobs[0] if jobs else None
+        if not jobs or jobs[0].ending_soon(trio.current_time()):
+            return None
+        return jobs[0]
 
     def apply(self, rows: list[SqueueRow], generation: int) -> tuple[list[Job], list[Job]]:
         """Reconcile with the rows of the poll begun as `generation`.

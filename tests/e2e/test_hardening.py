@@ -222,7 +222,9 @@ def test_the_ca_stays_on_the_login_node_and_certs_name_their_job(
     )
     cert = next(line for line in scan.stdout.splitlines() if "-cert-v01@openssh.com" in line)
     cert_file = tmp_path / "host-cert.pub"
-    cert_file.write_text(cert.split(" ", 1)[1] + "\n")
+    words = cert.split()  # `ssh-keyscan -c` prints "TYPE BLOB", without the host
+    kind = next(i for i, w in enumerate(words) if w.endswith("-cert-v01@openssh.com"))
+    cert_file.write_text(" ".join(words[kind : kind + 2]) + "\n")
     listing = subprocess.run(
         ["ssh-keygen", "-L", "-f", str(cert_file)], capture_output=True, text=True
     ).stdout

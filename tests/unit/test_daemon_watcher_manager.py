@@ -290,3 +290,30 @@ async def test_duplicate_pending_jobs_the_oldest_is_waited_for(
             said = await notes.wait_for("session.progress", pending)
     assert said["job_id"] == "4249"
     assert said["message"] == "job 4249 (cpu) pending, reason: Priority [0s]"
+
+
+async def test_a_job_about_to_reach_its_limit_is_not_handed_out_a_new_one_is_submitted(
+    tmp_path: Path, autojump_clock: object, banners: list[Endpoint]
+) -> None:
+    # 10 s left: a session opened now would be cut at once (VS Code reconnecting at the limit)
+    slurm = (
+        FakeSlurm()
+        .always("query", rows(running_line("4243", left="0:10")))
+        .script("submit", "4244")
+    )
+    (tmp_path / HOSTILE_DIR / "jobs").mkdir(parents=True)
+    write_record(tmp_path / HOSTILE_DIR, "4243", port=23456)
+    async with live_daemon(tmp_path, slurm) as (daemon, state, nursery):
+        lease, notes = daemon.manager.new_lease("cpu"), Notes()
+        nursery.start_soon(daemon.manager.acquire, lease, notes)
+        with trio.fail_after(GUARD):
+            await notes.wait_for("session.progress", lambda p: p.get("job_id") == "4244")
+            slurm.always(
+                "query",
+                rows(running_line("4243", left="0:01"), running_line("4244", node="node-1")),
+            )
+            write_record(state, "4244", port=23457)
+            ready = await notes.wait_for("session.ready")
+    assert (ready["job_id"], ready["port"]) == ("4244", 23457)
+    assert len(slurm.of("submit")) == 1
+    assert slurm.of("cancel") == []  # the ending job is left to end by itself
