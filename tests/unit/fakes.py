@@ -24,6 +24,7 @@ with warnings.catch_warnings():
 from islurm.config.records import ERROR, RECORD, Record, write_json
 from islurm.config.settings import load_settings
 from islurm.daemon.app import Daemon, Options
+from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.rpc.methods import build_methods, make_dispatch
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
 from islurm.daemon.slurm.parse import SEP, SqueueRow, parse_squeue
@@ -181,6 +182,13 @@ async def resolve(node: str) -> str:
     """Stands in for readiness.ipv4_address."""
     await trio.lowlevel.checkpoint()
     return NODE_ADDRESS
+
+
+def job_of(table: JobTable, job_id: str) -> Job:
+    """The table's job `job_id`, which the test expects to be there."""
+    job = table.get(job_id)
+    assert job is not None, f"no job {job_id} in the table"
+    return job
 
 
 def write_record(

@@ -79,6 +79,12 @@ class Client:
                 return msg
         return None
 
+    async def expect(self, method: str) -> dict[str, Any]:
+        """The next message of `method` (skipping progress); EOF fails the test."""
+        msg = await self.next(method)
+        assert msg is not None, f"EOF while waiting for {method}"
+        return msg
+
 
 async def open_client(path: str) -> Client:
     return Client(await trio.open_unix_socket(path))
@@ -102,9 +108,9 @@ async def test_term_tells_waiting_connects_to_retry_and_leaves_sessions_alone(
             await nursery.start(daemon.run, unix_listener.bind(path))
             session, waiting = await open_client(path), await open_client(path)
             await session.acquire("cpu")
-            assert (await session.next("session.ready"))["params"]["job_id"] == "4242"
+            assert (await session.expect("session.ready"))["params"]["job_id"] == "4242"
             await waiting.acquire("gpu")
-            assert (await waiting.next("session.progress"))["params"]["job_id"] == "4243"
+            assert (await waiting.expect("session.progress"))["params"]["job_id"] == "4243"
             t0 = trio.current_time()
             term()
             failed = await waiting.next("session.failed")

@@ -13,24 +13,25 @@ from collections.abc import Iterator
 import pytest
 
 from islurm.daemon.rpc import unix_listener
+from tests.unit.shimfakes import MakeDaemon, MakeTcp, Peer, Start
 from tests.unit.test_proxyshim_rpc import BANNER, banner_then_wait_for_bye, finish, ready_params
 
 
 def test_shim_asks_the_next_daemon_when_told_shutting_down(
-    shim_daemon, shim_tcp, shim_start
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start
 ) -> None:
     daemon = shim_daemon()
     sshd = shim_tcp(banner_then_wait_for_bye)
 
     @daemon.script
-    def stopping(peer) -> None:
+    def stopping(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.progress", {"message": "queued: job 42 (Priority)", "waited": 0})
         peer.notify("session.failed", {"code": 1008, "message": "islurmd is shutting down"})
         peer.wait_eof()
 
     @daemon.script
-    def next_daemon(peer) -> None:
+    def next_daemon(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
         peer.notify("session.ready", ready_params(sshd.port))
         peer.wait_eof()
@@ -46,18 +47,18 @@ def test_shim_asks_the_next_daemon_when_told_shutting_down(
 
 
 def test_shim_asks_the_next_daemon_when_its_acquire_is_refused_shutting_down(
-    shim_daemon, shim_tcp, shim_start
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start
 ) -> None:
     daemon = shim_daemon()
     sshd = shim_tcp(banner_then_wait_for_bye)
 
     @daemon.script
-    def stopping(peer) -> None:
+    def stopping(peer: Peer) -> None:
         peer.error(peer.expect("session.acquire"), 1008, "islurmd is shutting down")
         peer.wait_eof()
 
     @daemon.script
-    def next_daemon(peer) -> None:
+    def next_daemon(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
         peer.notify("session.ready", ready_params(sshd.port))
         peer.wait_eof()
