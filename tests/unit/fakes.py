@@ -109,6 +109,12 @@ class FakeSlurm(SlurmClient):
         self._queued[method].clear()
         self._standing.pop(method, None)
 
+    def check(self) -> None:
+        """Nothing unscripted was asked, and every one-shot answer was used."""
+        assert self.unexpected == [], f"unexpected Slurm calls: {self.unexpected}"
+        left = {m: list(q) for m, q in self._queued.items() if q}
+        assert not left, f"scripted Slurm answers never asked for: {left}"
+
     def of(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
@@ -225,3 +231,4 @@ async def live_daemon(
         await nursery.start(daemon.watcher.run, daemon._leads)
         yield daemon, state, nursery
         nursery.cancel_scope.cancel()
+    slurm.check()
