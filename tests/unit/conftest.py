@@ -1,5 +1,6 @@
-"""Fixtures for the proxy shim's tests (named shim_*): short socket dirs, a process reaper, a
-scripted fake islurmd and loopback TCP servers standing in for a job's sshd."""
+"""Shared fixtures: the daemon's faked banner checks and a short socket dir; for the proxy
+shim's tests (named shim_*) short socket dirs, a process reaper, a scripted fake islurmd and
+loopback TCP servers standing in for a job's sshd."""
 
 import json
 import os
@@ -12,8 +13,39 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+from islurm.daemon import manager, readiness
+from islurm.daemon.records import Endpoint
+from tests.unit.fakes import resolve
 from tests.unit.shimfakes import SHIM_MAIN, FakeDaemon, MakeDaemon, MakeTcp, Procs, Start, TcpServer
+
+
+@pytest.fixture
+def banners(monkeypatch: pytest.MonkeyPatch) -> list[Endpoint]:
+    """Every sshd answers its banner check; the endpoints checked are recorded."""
+    checked: list[Endpoint] = []
+
+    async def confirm(endpoint: Endpoint) -> bool:
+        checked.append(endpoint)
+        await trio.lowlevel.checkpoint()
+        return True
+
+    monkeypatch.setattr(readiness, "confirm", confirm)
+    monkeypatch.setattr(readiness, "ipv4_address", resolve)
+    # A known endpoint is re-checked with a bare connect (readiness.still_listening).
+    monkeypatch.setattr(manager, "still_listening", confirm)
+    return checked
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[str]:
+    """A short private directory: sun_path holds 107 bytes, tmp_path can be longer."""
+    path = tempfile.mkdtemp(prefix="isl", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

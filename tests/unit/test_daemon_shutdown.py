@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from islurm.daemon import manager, readiness
-from islurm.daemon.records import Endpoint
 from islurm.daemon.rpc import unix_listener
 from islurm.daemon.rpc.framing import read_lines
 from tests.unit.fakes import (
     FakeSlurm,
     make_daemon,
-    resolve,
     rows,
     running_line,
     squeue_line,
@@ -33,24 +27,7 @@ from tests.unit.fakes import (
 GUARD = 10  # real seconds
 
 
-@pytest.fixture(autouse=True)
-def banners(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def confirm(endpoint: Endpoint) -> bool:
-        await trio.lowlevel.checkpoint()
-        return True
-
-    monkeypatch.setattr(readiness, "confirm", confirm)
-    monkeypatch.setattr(manager, "still_listening", confirm)
-    monkeypatch.setattr(readiness, "ipv4_address", resolve)
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="isl", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+pytestmark = pytest.mark.usefixtures("banners")
 
 
 class Client:

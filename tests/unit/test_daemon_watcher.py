@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from islurm.daemon import manager, readiness
 from islurm.daemon.jobs import JobTable
-from islurm.daemon.records import Endpoint, RecordStore
+from islurm.daemon.records import RecordStore
 from islurm.daemon.slurm.client import SlurmError
 from islurm.daemon.slurm.parse import SqueueRow
 from islurm.daemon.slurm.states import JobState
@@ -20,7 +19,6 @@ from tests.unit.fakes import (
     job_of,
     live_daemon,
     rejected,
-    resolve,
     rows,
     running_line,
     squeue_line,
@@ -31,16 +29,7 @@ from tests.unit.fakes import (
 GUARD = 3600
 
 
-@pytest.fixture(autouse=True)
-def banners(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def confirm(endpoint: Endpoint) -> bool:
-        await trio.lowlevel.checkpoint()
-        return True
-
-    monkeypatch.setattr(readiness, "confirm", confirm)
-    monkeypatch.setattr(readiness, "ipv4_address", resolve)
-    # A known endpoint is re-checked with a bare connect (readiness.still_listening).
-    monkeypatch.setattr(manager, "still_listening", confirm)
+pytestmark = pytest.mark.usefixtures("banners")
 
 
 async def no_reap(job: object) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from islurm.daemon import manager, readiness
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.records import Endpoint
 from tests.unit.fakes import (
@@ -20,7 +19,6 @@ from tests.unit.fakes import (
     job_of,
     live_daemon,
     rejected,
-    resolve,
     rows,
     running_line,
     squeue_line,
@@ -30,23 +28,6 @@ from tests.unit.fakes import (
 )
 
 GUARD = 3600  # virtual seconds: a flow that never ends fails the test instead of hanging it
-
-
-@pytest.fixture
-def banners(monkeypatch: pytest.MonkeyPatch) -> list[Endpoint]:
-    """Every sshd answers its banner check; the endpoints checked are recorded."""
-    checked: list[Endpoint] = []
-
-    async def confirm(endpoint: Endpoint) -> bool:
-        checked.append(endpoint)
-        await trio.lowlevel.checkpoint()
-        return True
-
-    monkeypatch.setattr(readiness, "confirm", confirm)
-    monkeypatch.setattr(readiness, "ipv4_address", resolve)
-    # A known endpoint is re-checked with a bare connect (readiness.still_listening).
-    monkeypatch.setattr(manager, "still_listening", confirm)
-    return checked
 
 
 def pending(p: dict[str, object]) -> bool:

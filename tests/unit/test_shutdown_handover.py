@@ -3,12 +3,9 @@ acquire told SHUTTING_DOWN (proxyshim/rpc.py), and an on-demand daemon started m
 waits for the old one's lock (daemon/rpc/unix_listener.py `await_lock`)."""
 
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -66,15 +63,6 @@ def test_shim_asks_the_next_daemon_when_its_acquire_is_refused_shutting_down(
     code, out, _ = finish(shim_start("cpu"), b"bye\n")
     daemon.check()
     assert (code, out) == (0, BANNER)
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="isl", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_next_daemon_waits_for_the_lock_of_one_that_no_longer_answers(sock_dir: str) -> None:
