@@ -43,6 +43,11 @@ def records(tmp_path: Path) -> RecordStore:
     return RecordStore(str(tmp_path / "jobs"))
 
 
+def outcome(job: Job) -> tuple[bool, Endpoint | None, str | None]:
+    """(probing, endpoint, hook error): read afresh, so mypy keeps no narrowing across awaits."""
+    return job.probing, job.endpoint, job.hook_error
+
+
 def running_job(job_id: str = "4242", node: str = "node-1") -> Job:
     job = Job(job_id=job_id, profile="cpu", state=JobState.RUNNING, node=node)
     job.leases.add("L1-1")
@@ -57,12 +62,12 @@ async def test_a_record_that_appears_gives_the_endpoint(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(readiness.probe_until_ready, job, records)
             await trio.sleep(5)
-            assert job.probing and job.endpoint is None and banners.checked == []
+            assert outcome(job) == (True, None, None) and banners.checked == []
             write_record(tmp_path, "4242", port=22077)
     want = Endpoint("4242", "node-1", NODE_ADDRESS, 22077, 4711, FAKE_HOST_KEY)
-    assert job.endpoint == want
+    assert outcome(job) == (False, want, None)
     assert banners.checked == [want]
-    assert job.served and job.hook_error is None and not job.probing
+    assert job.served
 
 
 async def test_an_error_record_is_the_hooks_words(
@@ -113,11 +118,11 @@ async def test_probing_stops_when_the_last_lease_goes(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(readiness.probe_until_ready, job, records)
             await trio.sleep(60)
-            assert job.probing
+            assert outcome(job) == (True, None, None)
             job.leases.clear()
             await trio.sleep(1)  # the next probe notices
-            assert not job.probing
-    assert job.endpoint is None and job.hook_error is None and banners.checked == []
+            assert outcome(job) == (False, None, None)
+    assert banners.checked == []
 
 
 async def test_probing_stops_when_the_job_ends(
