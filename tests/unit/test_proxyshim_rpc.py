@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,24 @@ def read_banner(proc: subprocess.Popen[bytes]) -> None:
 
 def ready_params(port: int, job_id: str = "42") -> dict[str, object]:
     return {"job_id": job_id, "node": "n1", "host": "127.0.0.1", "port": port, "lease": "L-1"}
+
+
+def ready_at(port: int, lease: str = "L-2") -> Callable[[Peer], None]:
+    """A fake daemon's script: acquire answered with `lease`, the job ready at `port`."""
+
+    def script(peer: Peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": lease, "profile": "cpu"})
+        peer.notify("session.ready", ready_params(port))
+        peer.wait_eof()
+
+    return script
+
+
+def echoed(proc: subprocess.Popen[bytes], line: bytes) -> bytes:
+    """Send a line through the shim to the echoing sshd stand-in; what comes back."""
+    stdin_of(proc).write(line)
+    stdin_of(proc).flush()
+    return stdout_of(proc).read1(100)
 
 
 def finish(proc: subprocess.Popen[bytes], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
@@ -153,11 +172,7 @@ def test_daemon_eof_before_ready_is_retried_once(
         peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
         # and the daemon goes away
 
-    @daemon.script
-    def after_restart(peer: Peer) -> None:
-        peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
-        peer.notify("session.ready", ready_params(sshd.port))
-        peer.wait_eof()
+    daemon.script(ready_at(sshd.port))  # after the restart
 
     code, out, _ = finish(shim_start("cpu"), b"bye\n")
     daemon.check()
@@ -226,13 +241,9 @@ def test_daemon_gone_after_ready_reattaches_and_bytes_flow_on(
 
     proc = shim_start("cpu")
     read_banner(proc)
-    stdin_of(proc).write(b"one\n")
-    stdin_of(proc).flush()
-    assert stdout_of(proc).read1(100) == b"one\n"
+    assert echoed(proc, b"one\n") == b"one\n"
     assert attached.wait(GUARD), "the shim never re-attached"
-    stdin_of(proc).write(b"two\n")
-    stdin_of(proc).flush()
-    assert stdout_of(proc).read1(100) == b"two\n"
+    assert echoed(proc, b"two\n") == b"two\n"
     code, out, err = finish(proc)
     daemon.check()
     sshd.check()
@@ -259,9 +270,7 @@ def test_session_ended_during_the_splice_exits_6(
 
     proc = shim_start("cpu")
     read_banner(proc)
-    stdin_of(proc).write(b"ping\n")
-    stdin_of(proc).flush()
-    assert stdout_of(proc).read1(100) == b"ping\n"
+    assert echoed(proc, b"ping\n") == b"ping\n"
     streaming.set()
     assert proc.wait(GUARD) == 6
     daemon.check()
@@ -376,18 +385,14 @@ def test_daemon_gone_mid_session_is_restarted_and_attached(
     proc = shim_start("cpu", env=dict(shim_env, ISLURM_DAEMON_CMD=cmd))
     try:
         read_banner(proc)
-        stdin_of(proc).write(b"one\n")
-        stdin_of(proc).flush()
-        assert stdout_of(proc).read1(100) == b"one\n"
+        assert echoed(proc, b"one\n") == b"one\n"
         for _ in range(int(GUARD * 10)):  # the shim retries each second
             if record.exists():
                 break
             time.sleep(0.1)
         info = json.loads(record.read_text())
         shim_procs.pids.append(info["pid"])
-        stdin_of(proc).write(b"two\n")
-        stdin_of(proc).flush()
-        assert stdout_of(proc).read1(100) == b"two\n"
+        assert echoed(proc, b"two\n") == b"two\n"
         code, out, err = finish(proc)
     finally:
         if record.exists():

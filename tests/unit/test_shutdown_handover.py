@@ -11,7 +11,7 @@ import pytest
 
 from islurm.daemon.rpc import unix_listener
 from tests.unit.shimfakes import MakeDaemon, MakeTcp, Peer, Start
-from tests.unit.test_proxyshim_rpc import BANNER, banner_then_wait_for_bye, finish, ready_params
+from tests.unit.test_proxyshim_rpc import BANNER, banner_then_wait_for_bye, finish, ready_at
 
 
 def test_shim_asks_the_next_daemon_when_told_shutting_down(
@@ -27,11 +27,7 @@ def test_shim_asks_the_next_daemon_when_told_shutting_down(
         peer.notify("session.failed", {"code": 1008, "message": "islurmd is shutting down"})
         peer.wait_eof()
 
-    @daemon.script
-    def next_daemon(peer: Peer) -> None:
-        peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
-        peer.notify("session.ready", ready_params(sshd.port))
-        peer.wait_eof()
+    daemon.script(ready_at(sshd.port))  # the next daemon
 
     code, out, err = finish(shim_start("cpu"), b"bye\n")
     daemon.check()
@@ -54,11 +50,7 @@ def test_shim_asks_the_next_daemon_when_its_acquire_is_refused_shutting_down(
         peer.error(peer.expect("session.acquire"), 1008, "islurmd is shutting down")
         peer.wait_eof()
 
-    @daemon.script
-    def next_daemon(peer: Peer) -> None:
-        peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
-        peer.notify("session.ready", ready_params(sshd.port))
-        peer.wait_eof()
+    daemon.script(ready_at(sshd.port))  # the next daemon
 
     code, out, _ = finish(shim_start("cpu"), b"bye\n")
     daemon.check()
