@@ -17,7 +17,7 @@ PACKAGES := daemon proxyshim sessionhooks config
 help:
 	@echo "make demo         bring up a local Slurm test cluster and ssh into a job through islurm"
 	@echo "make test         unit tests + real-Slurm/real-ssh tests (root, Debian; installs what it needs)"
-	@echo "make lint         ruff + mypy --strict"
+	@echo "make lint         ruff + mypy --strict (product and tests)"
 	@echo "make install      install islurm for this user (PREFIX=$(PREFIX))"
 	@echo "make cluster-up / cluster-down   the local Slurm test cluster"
 	@echo "make bench        benchmarks on the test cluster"
@@ -51,7 +51,7 @@ uninstall:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy -p islurm
+	$(VENV)/bin/mypy -p islurm -p tests
 
 format: venv
 	$(VENV)/bin/ruff format .

@@ -16,6 +16,16 @@ from islurm.daemon.slurm.states import JobState
 ENDING_SOON = 15.0
 
 
+def _seconds_left(row: SqueueRow) -> float | None:
+    """Slurm's time left; past the limit (while Slurm has yet to end the job) squeue may print
+    INVALID there, so the limit minus the time used counts too."""
+    left = parse_slurm_duration(row.time_left)
+    limit, used = parse_slurm_duration(row.time_limit), parse_slurm_duration(row.time_used)
+    by_use = None if limit is None or used is None else limit - used
+    known = [s for s in (left, by_use) if s is not None]
+    return float(min(known)) if known else None
+
+
 @dataclass(eq=False)
 class Job:
     job_id: str
@@ -100,8 +110,10 @@ class Job:
             row.time_left,
         )
         self.time_limit, self.partition, self.gres = row.time_limit, row.partition, row.gres
-        left = parse_slurm_duration(row.time_left) if row.state.is_running else None
-        self.ends_at = None if left is None else trio.current_time() + left
+        self.ends_at = None
+        if row.state.is_running:
+            left = _seconds_left(row)
+            self.ends_at = None if left is None else trio.current_time() + left
         return before != (self.state, self.reason, self.node, self.start_time)
 
 

@@ -1,18 +1,21 @@
-"""Finding and writing to the terminals of the ssh sessions inside this job."""
+"""Finding and writing to the terminals of the ssh sessions inside this job. Stdlib only (the
+hook runs with the node's Python): the process tree is read from /proc (`proc`, for tests)."""
 
 from __future__ import annotations
 
 import os
 import stat
 
+PROC = "/proc"
 
-def _children() -> dict[int, list[int]]:
+
+def _children(proc: str = PROC) -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
+    for name in os.listdir(proc):
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
+            with open(f"{proc}/{name}/stat", "rb") as f:
                 data = f.read()
         except OSError:
             continue
@@ -22,8 +25,8 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def descendants(root: int) -> set[int]:
-    tree = _children()
+def descendants(root: int, proc: str = PROC) -> set[int]:
+    tree = _children(proc)
     seen: set[int] = set()
     stack = [root]
     while stack:
@@ -35,14 +38,14 @@ def descendants(root: int) -> set[int]:
     return seen
 
 
-def session_terminals(sshd_pid: int) -> set[str]:
+def session_terminals(sshd_pid: int, proc: str = PROC) -> set[str]:
     """/dev/pts/N of every process under the job's sshd, owned by this user."""
     ttys: set[str] = set()
     uid = os.getuid()
-    for pid in descendants(sshd_pid):
+    for pid in descendants(sshd_pid, proc):
         for fd in (0, 1, 2):
             try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                target = os.readlink(f"{proc}/{pid}/fd/{fd}")
             except OSError:
                 continue
             if not target.startswith("/dev/pts/"):

@@ -172,7 +172,8 @@ class User:
         )
 
     def popen(self, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.argv(argv), **kw)  # type: ignore[call-overload]
+        proc: subprocess.Popen[bytes] = subprocess.Popen(self.argv(argv), **kw)  # type: ignore[call-overload]
+        return proc
 
     def ssh_argv(self, host: str, command: str) -> list[str]:
         return ["ssh", "-F", self.ssh_config, "-o", "BatchMode=yes", host, command]

@@ -190,6 +190,13 @@ JSON_VALUES = st.recursive(
     lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=8), c, max_size=5),
     max_leaves=20,
 )
+PROFILES = {"cpu", "gpu", "short", "bad", "--all"} | {
+    "development-cpu",
+    "development-gpu",
+    "production-cpu",
+    "production-gpu",
+    "gpu-intensive",
+}
 PARAMS = st.one_of(
     st.none(),
     st.integers(),
@@ -207,13 +214,6 @@ PARAMS = st.one_of(
         max_size=3,
     ),
 )
-PROFILES = {"cpu", "gpu", "short", "bad", "--all"} | {
-    "development-cpu",
-    "development-gpu",
-    "production-cpu",
-    "production-gpu",
-    "gpu-intensive",
-}
 LINES = st.one_of(
     st.binary(max_size=300),
     st.text(max_size=300).map(str.encode),

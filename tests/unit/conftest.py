@@ -1,188 +1,51 @@
-"""Fixtures for the proxy shim's tests (named shim_*): short socket dirs, a process reaper, a
-scripted fake islurmd and loopback TCP servers standing in for a job's sshd."""
+"""Shared fixtures: the daemon's faked banner checks and a short socket dir; for the proxy
+shim's tests (named shim_*) short socket dirs, a process reaper, a scripted fake islurmd and
+loopback TCP servers standing in for a job's sshd."""
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
-import islurm.proxyshim
-
-# Not resolved: in the dev tree .dev/islurm/proxyshim is a symlink, and the script must cope.
-SHIM_MAIN = str(Path(islurm.proxyshim.__file__).with_name("main.py"))
-GUARD = 60.0  # generous bound on every wait, so a broken shim fails a test instead of hanging it
-
-
-class Procs:
-    """Every process a test starts, stopped by pid at teardown."""
-
-    def __init__(self) -> None:
-        self.popens: list[subprocess.Popen[bytes]] = []
-        self.pids: list[int] = []
-
-    def start(self, argv: list[str], **kwargs: object) -> "subprocess.Popen[bytes]":
-        proc = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
-        self.popens.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.popens:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(GUARD)
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
-        for pid in self.pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+from islurm.daemon import manager, readiness
+from islurm.daemon.records import Endpoint
+from tests.unit.fakes import resolve
+from tests.unit.shimfakes import SHIM_MAIN, FakeDaemon, MakeDaemon, MakeTcp, Procs, Start, TcpServer
 
 
-class Peer:
-    """One connection accepted by the fake daemon; every step fails loudly on a surprise."""
+@pytest.fixture
+def banners(monkeypatch: pytest.MonkeyPatch) -> list[Endpoint]:
+    """Every sshd answers its banner check; the endpoints checked are recorded."""
+    checked: list[Endpoint] = []
 
-    def __init__(self, conn: socket.socket, daemon: "FakeDaemon") -> None:
-        self.conn = conn
-        self.daemon = daemon
-        self.file = conn.makefile("rb")
+    async def confirm(endpoint: Endpoint) -> bool:
+        checked.append(endpoint)
+        await trio.lowlevel.checkpoint()
+        return True
 
-    def expect(self, method: str, params: dict[str, object] | None = None) -> dict[str, object]:
-        line = self.file.readline()
-        if not line:
-            raise AssertionError(f"EOF while expecting {method}")
-        msg = json.loads(line)
-        self.daemon.received.append(msg)
-        if msg.get("jsonrpc") != "2.0" or msg.get("method") != method or "id" not in msg:
-            raise AssertionError(f"expected a {method} request, got {msg!r}")
-        if params is not None and msg.get("params") != params:
-            raise AssertionError(f"{method}: expected params {params!r}, got {msg['params']!r}")
-        return msg
-
-    def send(self, obj: dict[str, object]) -> None:
-        self.conn.sendall(json.dumps(obj).encode() + b"\n")
-
-    def reply(self, request: dict[str, object], result: dict[str, object]) -> None:
-        self.send({"jsonrpc": "2.0", "id": request["id"], "result": result})
-
-    def error(self, request: dict[str, object], code: int, message: str) -> None:
-        self.send(
-            {"jsonrpc": "2.0", "id": request["id"], "error": {"code": code, "message": message}}
-        )
-
-    def notify(self, method: str, params: dict[str, object]) -> None:
-        self.send({"jsonrpc": "2.0", "method": method, "params": params})
-
-    def wait_eof(self) -> None:
-        """The shim holds the lease until it exits: expect silence, then EOF."""
-        rest = self.file.read()
-        if rest:
-            raise AssertionError(f"unexpected data from the shim: {rest[:200]!r}")
-
-    def close(self) -> None:
-        self.file.close()
-        self.conn.close()
+    monkeypatch.setattr(readiness, "confirm", confirm)
+    monkeypatch.setattr(readiness, "ipv4_address", resolve)
+    # A known endpoint is re-checked with a bare connect (readiness.still_listening).
+    monkeypatch.setattr(manager, "still_listening", confirm)
+    return checked
 
 
-class FakeDaemon:
-    """A scripted islurmd on a Unix socket: the n-th connection runs the n-th script."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.scripts: list[Callable[[Peer], None]] = []
-        self.failures: list[str] = []
-        self.received: list[dict[str, object]] = []
-        self.connections = 0
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(8)
-        self.threads: list[threading.Thread] = []
-        self._closed = False
-        acceptor = threading.Thread(target=self._accept, daemon=True)
-        acceptor.start()
-
-    def script(self, fn: Callable[[Peer], None]) -> Callable[[Peer], None]:
-        self.scripts.append(fn)
-        return fn
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            index = self.connections
-            self.connections += 1
-            if index >= len(self.scripts):
-                self.failures.append(f"unexpected connection #{index + 1}")
-                conn.close()
-                continue
-            thread = threading.Thread(
-                target=self._run, args=(self.scripts[index], conn), daemon=True
-            )
-            self.threads.append(thread)
-            thread.start()
-
-    def _run(self, fn: Callable[[Peer], None], conn: socket.socket) -> None:
-        peer = Peer(conn, self)
-        try:
-            fn(peer)
-        except Exception as exc:
-            self.failures.append(f"{fn.__name__}: {exc!r}")
-        finally:
-            peer.close()
-
-    def check(self) -> None:
-        """Wait for the scripts to finish; fail on anything they did not expect."""
-        for thread in self.threads:
-            thread.join(GUARD)
-            assert not thread.is_alive(), "a fake daemon script is stuck"
-        assert self.failures == []
-        assert self.connections == len(self.scripts), "fewer connections than scripted"
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-class TcpServer:
-    """A loopback server standing in for the job's sshd: `handler(conn)` serves each client."""
-
-    def __init__(self, handler: Callable[[socket.socket], None]) -> None:
-        self.handler = handler
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        try:
-            with conn:
-                self.handler(conn)
-        except BaseException as exc:
-            self.errors.append(exc)
-
-    def check(self) -> None:
-        self.thread.join(GUARD)
-        assert not self.thread.is_alive(), "the TCP server's handler is stuck"
-        if self.errors:
-            raise self.errors[0]
-
-    def close(self) -> None:
-        self.listener.close()
+@pytest.fixture
+def sock_dir() -> Iterator[str]:
+    """A short private directory: sun_path holds 107 bytes, tmp_path can be longer."""
+    path = tempfile.mkdtemp(prefix="isl", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -205,7 +68,7 @@ def shim_procs() -> Iterator[Procs]:
 
 
 @pytest.fixture
-def shim_daemon(shim_dir: Path) -> Iterator[Callable[[], FakeDaemon]]:
+def shim_daemon(shim_dir: Path) -> Iterator[MakeDaemon]:
     made: list[FakeDaemon] = []
 
     def make() -> FakeDaemon:
@@ -221,7 +84,7 @@ def shim_daemon(shim_dir: Path) -> Iterator[Callable[[], FakeDaemon]]:
 
 
 @pytest.fixture
-def shim_tcp() -> Iterator[Callable[[Callable[[socket.socket], None]], TcpServer]]:
+def shim_tcp() -> Iterator[MakeTcp]:
     made: list[TcpServer] = []
 
     def make(handler: Callable[[socket.socket], None]) -> TcpServer:
@@ -247,14 +110,12 @@ def shim_env(shim_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def shim_start(
-    shim_procs: Procs, shim_env: dict[str, str]
-) -> Callable[..., "subprocess.Popen[bytes]"]:
+def shim_start(shim_procs: Procs, shim_env: dict[str, str]) -> Start:
     """Start the shim the way the generated ssh config does: python -I -S .../main.py ARGS."""
 
     def start(
         *args: str, python_flags: tuple[str, ...] = (), **kwargs: object
-    ) -> "subprocess.Popen[bytes]":
+    ) -> subprocess.Popen[bytes]:
         kwargs.setdefault("stdin", subprocess.PIPE)
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)

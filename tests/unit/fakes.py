@@ -24,6 +24,7 @@ with warnings.catch_warnings():
 from islurm.config.records import ERROR, RECORD, Record, write_json
 from islurm.config.settings import load_settings
 from islurm.daemon.app import Daemon, Options
+from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.rpc.methods import build_methods, make_dispatch
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
 from islurm.daemon.slurm.parse import SEP, SqueueRow, parse_squeue
@@ -108,6 +109,12 @@ class FakeSlurm(SlurmClient):
         self._queued[method].clear()
         self._standing.pop(method, None)
 
+    def check(self) -> None:
+        """Nothing unscripted was asked, and every one-shot answer was used."""
+        assert self.unexpected == [], f"unexpected Slurm calls: {self.unexpected}"
+        left = {m: list(q) for m, q in self._queued.items() if q}
+        assert not left, f"scripted Slurm answers never asked for: {left}"
+
     def of(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
@@ -183,6 +190,13 @@ async def resolve(node: str) -> str:
     return NODE_ADDRESS
 
 
+def job_of(table: JobTable, job_id: str) -> Job:
+    """The table's job `job_id`, which the test expects to be there."""
+    job = table.get(job_id)
+    assert job is not None, f"no job {job_id} in the table"
+    return job
+
+
 def write_record(
     state_dir: Path, job_id: str, port: int = 22022, node: str = "node-1", pid: int = 4711
 ) -> None:
@@ -217,3 +231,4 @@ async def live_daemon(
         await nursery.start(daemon.watcher.run, daemon._leads)
         yield daemon, state, nursery
         nursery.cancel_scope.cancel()
+    slurm.check()

@@ -19,7 +19,7 @@ SQUATTER = 65534
 def tmp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "tmp"
     root.mkdir(mode=0o1777)
-    monkeypatch.setattr(paths, "TMP", str(root), raising=False)
+    monkeypatch.setattr(paths, "TMP", str(root))
     monkeypatch.delenv("ISLURM_SOCKET", raising=False)
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     monkeypatch.setenv("ISLURM_STATE_DIR", str(tmp_path / "state"))

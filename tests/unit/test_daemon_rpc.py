@@ -6,11 +6,9 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import socket
 import stat
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,16 +27,6 @@ if TYPE_CHECKING:  # the app module imports jsonrpcserver: tests.unit.fakes does
     from islurm.daemon.app import Daemon
 
 GUARD = 10  # real seconds; every test finishes in milliseconds
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    """A short private directory: sun_path holds 107 bytes, tmp_path can be longer."""
-    path = tempfile.mkdtemp(prefix="isl", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class Client:

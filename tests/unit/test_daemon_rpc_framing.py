@@ -128,9 +128,28 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def check_answer(out: bytes | None) -> None:
-    """None, or one line holding a JSON-RPC response (or a batch of them), strict JSON."""
+def may_go_unanswered(line: bytes) -> bool:
+    """Only a blank line and notifications (requests without an "id") may get no answer: a
+    request with an id, a parse error and anything that is not a request object all do."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if not text.strip():
+        return True
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return False
+    batch = decoded if isinstance(decoded, list) else [decoded]
+    return bool(batch) and all(isinstance(r, dict) and "id" not in r for r in batch)
+
+
+def check_answer(line: bytes, out: bytes | None) -> None:
+    """The answer to `line`: one line holding a JSON-RPC response (or a batch of them), strict
+    JSON; None only where JSON-RPC allows no answer."""
     if out is None:
+        assert may_go_unanswered(line), f"no answer to {line[:200]!r}"
         return
     assert out.endswith(b"\n") and out.count(b"\n") == 1
     decoded = json.loads(out, parse_constant=_no_constants)
@@ -164,20 +183,41 @@ def answer(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @example(line=b"[" * 5000)
 @example(line=b"\xed\xa0\x80")  # an encoded surrogate: not UTF-8
 def test_every_answer_is_none_or_one_valid_response_line(answer: Any, line: bytes) -> None:
-    check_answer(answer(line))
+    check_answer(line, answer(line))
 
 
 @pytest.mark.parametrize("req_id", [b"1e999", b"-1e999", b"NaN", b"Infinity"])
 def test_answer_is_strict_json_even_for_odd_ids(answer: Any, req_id: bytes) -> None:
     # 1e999 is valid JSON that Python reads as inf; echoing it back as `Infinity` is not JSON.
-    out = answer(b'{"jsonrpc":"2.0","id":' + req_id + b',"method":"session.list"}')
-    check_answer(out)
+    line = b'{"jsonrpc":"2.0","id":' + req_id + b',"method":"session.list"}'
+    check_answer(line, answer(line))
 
 
 def test_strictness_check_itself_rejects_infinity() -> None:
     with pytest.raises(ValueError):
-        check_answer(b'{"jsonrpc": "2.0", "result": {}, "id": Infinity}\n')
+        check_answer(b"{}", b'{"jsonrpc": "2.0", "result": {}, "id": Infinity}\n')
     assert math.isinf(json.loads("1e999"))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"jsonrpc":"2.0","id":1,"method":"session.list"}',
+        b'[{"jsonrpc":"2.0","method":"x"},{"jsonrpc":"2.0","id":2,"method":"session.list"}]',
+        b"not json",
+        b"[]",
+        b"42",
+        b"\xff",
+    ],
+)
+def test_check_answer_fails_when_an_expected_answer_never_came(line: bytes) -> None:
+    with pytest.raises(AssertionError, match="no answer to"):
+        check_answer(line, None)
+
+
+@pytest.mark.parametrize("line", [b"", b" \t", b'{"jsonrpc":"2.0","method":"session.list"}'])
+def test_check_answer_accepts_silence_where_json_rpc_allows_it(line: bytes) -> None:
+    check_answer(line, None)
 
 
 def test_fuzz_fixture_answers_like_the_daemon(answer: Any, tmp_path: Path) -> None:

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from islurm.daemon import manager, readiness
-from islurm.daemon.records import Endpoint
 from islurm.daemon.rpc import unix_listener
 from islurm.daemon.rpc.framing import read_lines
 from tests.unit.fakes import (
     FakeSlurm,
     make_daemon,
-    resolve,
     rows,
     running_line,
     squeue_line,
@@ -33,24 +27,7 @@ from tests.unit.fakes import (
 GUARD = 10  # real seconds
 
 
-@pytest.fixture(autouse=True)
-def banners(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def confirm(endpoint: Endpoint) -> bool:
-        await trio.lowlevel.checkpoint()
-        return True
-
-    monkeypatch.setattr(readiness, "confirm", confirm)
-    monkeypatch.setattr(manager, "still_listening", confirm)
-    monkeypatch.setattr(readiness, "ipv4_address", resolve)
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="isl", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+pytestmark = pytest.mark.usefixtures("banners")
 
 
 class Client:
@@ -79,6 +56,12 @@ class Client:
                 return msg
         return None
 
+    async def expect(self, method: str) -> dict[str, Any]:
+        """The next message of `method` (skipping progress); EOF fails the test."""
+        msg = await self.next(method)
+        assert msg is not None, f"EOF while waiting for {method}"
+        return msg
+
 
 async def open_client(path: str) -> Client:
     return Client(await trio.open_unix_socket(path))
@@ -102,9 +85,9 @@ async def test_term_tells_waiting_connects_to_retry_and_leaves_sessions_alone(
             await nursery.start(daemon.run, unix_listener.bind(path))
             session, waiting = await open_client(path), await open_client(path)
             await session.acquire("cpu")
-            assert (await session.next("session.ready"))["params"]["job_id"] == "4242"
+            assert (await session.expect("session.ready"))["params"]["job_id"] == "4242"
             await waiting.acquire("gpu")
-            assert (await waiting.next("session.progress"))["params"]["job_id"] == "4243"
+            assert (await waiting.expect("session.progress"))["params"]["job_id"] == "4243"
             t0 = trio.current_time()
             term()
             failed = await waiting.next("session.failed")

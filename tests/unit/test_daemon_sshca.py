@@ -76,7 +76,7 @@ def no_keygen(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         runs.append(argv)
         raise AssertionError(f"ssh-keygen ran: {argv!r}")
 
-    monkeypatch.setattr(sshca.trio, "run_process", run_process)
+    monkeypatch.setattr(trio, "run_process", run_process)
     return runs
 
 

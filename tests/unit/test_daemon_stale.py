@@ -5,7 +5,9 @@ Also: the port lease of a submission that never finished, and the hook's error s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -20,6 +22,7 @@ from tests.unit.fakes import (
     NODE_ADDRESS,
     FakeSlurm,
     Notes,
+    job_of,
     live_daemon,
     rejected,
     resolve,
@@ -48,7 +51,7 @@ def sshds(monkeypatch: pytest.MonkeyPatch) -> set[int]:
     return alive
 
 
-def about(job_id: str) -> object:
+def about(job_id: str) -> Callable[[dict[str, Any]], bool]:
     return lambda p: p.get("job_id") == job_id
 
 
@@ -81,7 +84,7 @@ async def test_vanished_record_asks_slurm_first_and_submits_anew(
                 sshds.discard(22022)
             slurm.always("query", [])
             slurm.script("submit", "4243")
-            assert daemon.table.get("4242").state is JobState.RUNNING  # the table is stale
+            assert job_of(daemon.table, "4242").state is JobState.RUNNING  # the table is stale
             second = Notes()
             queries_when_said: list[int] = []
 
@@ -239,7 +242,9 @@ async def call_acquire(tmp_path: Path, params: dict[str, object]) -> tuple[dict[
             with trio.fail_after(10):
                 await stream.send_all(json.dumps(request).encode() + b"\n")
                 lines = read_lines(stream)
-                reply = json.loads(await lines.__anext__())
+                line = await lines.__anext__()
+                assert isinstance(line, bytes)
+                reply = json.loads(line)
                 await lines.aclose()
             await stream.aclose()
             daemon.server.stop_accepting()

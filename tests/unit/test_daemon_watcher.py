@@ -7,18 +7,18 @@ from pathlib import Path
 import pytest
 import trio
 
-from islurm.daemon import manager, readiness
 from islurm.daemon.jobs import JobTable
-from islurm.daemon.records import Endpoint, RecordStore
+from islurm.daemon.records import RecordStore
 from islurm.daemon.slurm.client import SlurmError
+from islurm.daemon.slurm.parse import SqueueRow
 from islurm.daemon.slurm.states import JobState
 from islurm.daemon.watcher import Watcher
 from tests.unit.fakes import (
     FakeSlurm,
     Notes,
+    job_of,
     live_daemon,
     rejected,
-    resolve,
     rows,
     running_line,
     squeue_line,
@@ -29,16 +29,7 @@ from tests.unit.fakes import (
 GUARD = 3600
 
 
-@pytest.fixture(autouse=True)
-def banners(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def confirm(endpoint: Endpoint) -> bool:
-        await trio.lowlevel.checkpoint()
-        return True
-
-    monkeypatch.setattr(readiness, "confirm", confirm)
-    monkeypatch.setattr(readiness, "ipv4_address", resolve)
-    # A known endpoint is re-checked with a bare connect (readiness.still_listening).
-    monkeypatch.setattr(manager, "still_listening", confirm)
+pytestmark = pytest.mark.usefixtures("banners")
 
 
 async def no_reap(job: object) -> None:
@@ -58,7 +49,7 @@ async def test_failed_poll_keeps_the_last_state_and_says_why(
     table = JobTable()
     watcher = Watcher(slurm, table, RecordStore(str(tmp_path)), 0.5, 30, lambda p: 0, no_reap)
     await watcher.poll_once()
-    job = table.get("4242")
+    job = job_of(table, "4242")
     assert (job.state, job.node, watcher.error) == (JobState.RUNNING, "node-1", None)
 
     await watcher.poll_once()
@@ -74,7 +65,9 @@ async def test_failed_poll_keeps_the_last_state_and_says_why(
     assert watcher.error == "squeue failed: squeue: error: Invalid user: nobody"
 
     await watcher.poll_once()
-    assert (job.node, watcher.error, watcher.status()["polls"]) == ("node-7", None, 4)
+    # annotated: mypy would keep the narrowing of `error` from before the poll
+    polled: tuple[str, str | None, object] = (job.node, watcher.error, watcher.status()["polls"])
+    assert polled == ("node-7", None, 4)
 
 
 async def test_idle_daemon_polls_at_poll_idle(tmp_path: Path, autojump_clock: object) -> None:
@@ -110,7 +103,7 @@ async def test_held_sessions_do_not_speed_up_polling(
         before = len(slurm.of("query"))
         await trio.sleep(599)
         during = len(slurm.of("query")) - before
-        assert len(daemon.table.get("4242").leases) == 20
+        assert len(job_of(daemon.table, "4242").leases) == 20
     # 600 s at the idle interval (30 s) is 20 polls; one more may fall on the busy interval
     # the watcher chose while the 20 flows were still waiting. Never one per session.
     assert 19 <= during <= 21
@@ -144,7 +137,7 @@ async def test_idle_job_is_cancelled_after_grace_and_not_while_leased(
     assert len(cancelled_at) == 1
     assert cancelled_at[0] - released == pytest.approx(5, abs=0.01)
     assert [c.args for c in slurm.of("cancel")] == [(["4242"],)]
-    assert not daemon.table.get("4242").live
+    assert not job_of(daemon.table, "4242").live
 
 
 async def test_poll_begun_before_a_submission_does_not_lose_the_new_job(
@@ -170,7 +163,7 @@ async def test_poll_begun_before_a_submission_does_not_lose_the_new_job(
             await notes.wait_for("session.progress", lambda p: p.get("state") == "PENDING")
             await trio.sleep(2)  # the stale answer has been applied by now
             assert notes.of("session.failed") == []
-            assert daemon.table.get("4242").live
+            assert job_of(daemon.table, "4242").live
             slurm.always("query", rows(running_line("4242")))
             write_record(state, "4242")
             await notes.wait_for("session.ready")
@@ -233,7 +226,7 @@ async def test_fake_slurm_replays_its_script_then_fails_loudly() -> None:
 async def test_a_squeue_that_hangs_is_reported_to_the_waiting_user(
     tmp_path: Path, autojump_clock: object
 ) -> None:
-    async def hung() -> list[object]:
+    async def hung() -> list[SqueueRow]:
         await trio.sleep(20)  # a Slurm client retrying against a stopped controller
         return rows(squeue_line("4242"))
 

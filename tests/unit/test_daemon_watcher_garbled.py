@@ -10,10 +10,10 @@ from structlog.testing import capture_logs
 from islurm.daemon.jobs import JobTable
 from islurm.daemon.records import RecordStore
 from islurm.daemon.slurm.client import SlurmCli, SlurmError, SlurmOutputError
-from islurm.daemon.slurm.parse import parse_squeue
+from islurm.daemon.slurm.parse import SlurmParseError, parse_squeue
 from islurm.daemon.slurm.states import JobState
 from islurm.daemon.watcher import Watcher
-from tests.unit.fakes import FakeSlurm, live_daemon, rows, running_line
+from tests.unit.fakes import FakeSlurm, job_of, live_daemon, rows, running_line
 
 GARBLED = "4242\x1fislurm-cpu\x1fRUNN"  # a line cut short: three fields of twelve
 
@@ -33,7 +33,7 @@ async def test_garbled_squeue_line_is_a_failed_poll(tmp_path: Path, autojump_clo
     table = JobTable()
     watcher = Watcher(slurm, table, RecordStore(str(tmp_path)), 0.5, 30, lambda p: 0, no_reap)
     await watcher.poll_once()
-    job = table.get("4242")
+    job = job_of(table, "4242")
 
     with capture_logs() as logs:
         await watcher.poll_once()
@@ -48,13 +48,15 @@ async def test_garbled_squeue_line_is_a_failed_poll(tmp_path: Path, autojump_clo
     assert watcher.error is not None and GARBLED.split("\x1f")[1] in watcher.error
 
     await watcher.poll_once()
-    assert (job.node, watcher.error, watcher.polls) == ("node-7", None, 4)
+    # annotated: mypy would keep the narrowing of `error` from before the poll
+    polled: tuple[str, str | None, int] = (job.node, watcher.error, watcher.polls)
+    assert polled == ("node-7", None, 4)
 
 
-def _parse_error(text: str) -> Exception:
+def _parse_error(text: str) -> SlurmParseError:
     try:
         parse_squeue(text)
-    except ValueError as exc:
+    except SlurmParseError as exc:
         return exc
     raise AssertionError("expected a parse error")
 
@@ -69,9 +71,11 @@ async def test_the_watcher_loop_survives_a_garbled_poll(
         assert (
             daemon.watcher.error is not None and "cannot parse squeue line" in daemon.watcher.error
         )
-        assert daemon.table.get("4242").node == "node-1"
+        assert job_of(daemon.table, "4242").node == "node-1"
         await trio.sleep(15)  # a failed poll retries within 10 s
-        assert (daemon.watcher.error, daemon.table.get("4242").node) == (None, "node-7")
+        # annotated: mypy would keep the narrowing of `error` from before the sleep
+        polled: tuple[str | None, str] = (daemon.watcher.error, job_of(daemon.table, "4242").node)
+        assert polled == (None, "node-7")
     assert len(slurm.of("query")) >= 3
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from islurm.daemon import manager, readiness
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.records import Endpoint
 from tests.unit.fakes import (
@@ -17,9 +16,9 @@ from tests.unit.fakes import (
     NODE_ADDRESS,
     FakeSlurm,
     Notes,
+    job_of,
     live_daemon,
     rejected,
-    resolve,
     rows,
     running_line,
     squeue_line,
@@ -29,23 +28,6 @@ from tests.unit.fakes import (
 )
 
 GUARD = 3600  # virtual seconds: a flow that never ends fails the test instead of hanging it
-
-
-@pytest.fixture
-def banners(monkeypatch: pytest.MonkeyPatch) -> list[Endpoint]:
-    """Every sshd answers its banner check; the endpoints checked are recorded."""
-    checked: list[Endpoint] = []
-
-    async def confirm(endpoint: Endpoint) -> bool:
-        checked.append(endpoint)
-        await trio.lowlevel.checkpoint()
-        return True
-
-    monkeypatch.setattr(readiness, "confirm", confirm)
-    monkeypatch.setattr(readiness, "ipv4_address", resolve)
-    # A known endpoint is re-checked with a bare connect (readiness.still_listening).
-    monkeypatch.setattr(manager, "still_listening", confirm)
-    return checked
 
 
 def pending(p: dict[str, object]) -> bool:
@@ -87,7 +69,7 @@ async def test_32_concurrent_acquires_submit_once_and_all_get_ready(
     ]
     assert f"--state-dir {shlex.quote(str(state))} " in script
     assert daemon.manager.jobs.submissions == 1
-    assert daemon.table.get("4242").leases == {lease.id for lease, _ in flows}
+    assert job_of(daemon.table, "4242").leases == {lease.id for lease, _ in flows}
     assert all(notes.of("session.failed") == [] for _, notes in flows)
 
 
@@ -105,7 +87,7 @@ async def test_acquire_reuses_a_job_found_in_squeue(
     assert (ready["job_id"], ready["port"]) == ("4243", 23456)
     assert slurm.of("submit") == []
     assert {e.port for e in banners} == {23456}
-    assert daemon.table.get("4243").submitted_here is False
+    assert job_of(daemon.table, "4243").submitted_here is False
 
 
 async def test_unknown_profile_is_refused_before_anything_happens(
@@ -153,7 +135,7 @@ async def test_unreachable_controller_is_reported_then_the_flow_recovers(
             slurm.always("query", unreachable())
             said = await notes.wait_for("session.progress", lambda p: "unreachable" in p["message"])
             assert "Unable to contact slurm controller" in said["message"]
-            assert daemon.table.get("4242").state.value == "PENDING"  # the last known state
+            assert job_of(daemon.table, "4242").state.value == "PENDING"  # the last known state
             slurm.always("query", rows(running_line("4242")))
             said = await notes.wait_for("session.progress", lambda p: p.get("state") == "RUNNING")
             assert said["message"].startswith("job 4242 (cpu) running on node-1, starting sshd [")
@@ -240,7 +222,7 @@ async def test_connect_timeout_leaves_a_job_others_wait_for(
     assert "job 4242 stays queued for its other users" in failed["message"]
     assert slurm.of("cancel") == []
     assert second.of("session.failed") == []
-    assert daemon.table.get("4242").live
+    assert job_of(daemon.table, "4242").live
 
 
 async def test_connect_timeout_never_cancels_an_adopted_job(

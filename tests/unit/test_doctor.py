@@ -22,11 +22,10 @@ from islurm.daemon.ctl import doctor
 from islurm.daemon.ctl import doctor_checks as dc
 from islurm.daemon.ctl.client import DaemonUnreachable, RpcError
 from islurm.daemon.ctl.main import EXIT
-from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
-from islurm.daemon.slurm.parse import SqueueRow
+from islurm.daemon.slurm.client import SlurmError, SlurmUnreachable
 from islurm.daemon.slurm.submission import sbatch_options
 from islurm.sessionhooks import sshd
-from tests.unit.fakes import UNREACHABLE, rows, running_line, squeue_line
+from tests.unit.fakes import UNREACHABLE, FakeSlurm, rows, running_line, squeue_line
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBsomethingsomethingsomethingsomething u@h"
 TEST_ONLY_OK = "sbatch: Job 30 to start at 2026-11-24T13:10:05 using 1 processors on nodes c1"
@@ -41,45 +40,6 @@ sbatch = ["--partition=interactive", "--time=00:20:00"]
 
 
 # -- fakes ------------------------------------------------------------------------------------
-
-
-class ScriptedSlurm(SlurmClient):
-    """Replays (method, answer) pairs in order; an exception is raised; anything else fails."""
-
-    def __init__(self, *script: tuple[str, Any]) -> None:
-        self.script = deque(script)
-        self.calls: list[tuple[str, Any]] = []
-
-    async def _next(self, method: str, arg: Any = None) -> Any:
-        self.calls.append((method, arg))
-        if not self.script:
-            raise AssertionError(f"unexpected Slurm call {method}({arg!r})")
-        want, answer = self.script.popleft()
-        if want != method:
-            raise AssertionError(f"expected Slurm call {want}, got {method}({arg!r})")
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    async def query(self) -> list[SqueueRow]:
-        result: list[SqueueRow] = await self._next("query")
-        return result
-
-    async def test_submit(self, options: Sequence[str]) -> str:
-        result: str = await self._next("test_submit", list(options))
-        return result
-
-    async def submit(self, options: Sequence[str], script: str) -> str:
-        raise AssertionError("doctor never submits by itself")
-
-    async def cancel(self, job_ids: Sequence[str]) -> None:
-        raise AssertionError("doctor cancels through islurmd only")
-
-    async def constraints(self, job_id: str) -> list[str]:
-        raise AssertionError("doctor never asks for a job's constraints")
-
-    def check(self) -> None:
-        assert not self.script, f"Slurm calls never made: {list(self.script)}"
 
 
 class FakeSock:
@@ -192,7 +152,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def make_doctor(
-    home: Path, slurm: ScriptedSlurm, daemon: FakeDaemon, **kw: Any
+    home: Path, slurm: FakeSlurm, daemon: FakeDaemon, **kw: Any
 ) -> tuple[doctor.Doctor, list[str]]:
     said: list[str] = []
     d = doctor.Doctor(
@@ -531,14 +491,14 @@ def test_slurm_answers() -> None:
         squeue_line("8", name="x", comment=""),
         squeue_line("6", state="COMPLETED"),
     )
-    slurm = ScriptedSlurm(("query", answer))
+    slurm = FakeSlurm().script("query", answer)
     c = dc.check_slurm(slurm)
     assert c.status is dc.Status.OK and "(you have 2 jobs, 1 islurm's)" in c.detail
     slurm.check()
 
 
 def test_slurm_unreachable_names_slurm_and_the_fix() -> None:
-    slurm = ScriptedSlurm(("query", SlurmUnreachable(["squeue"], 1, "", UNREACHABLE + "\n")))
+    slurm = FakeSlurm().script("query", SlurmUnreachable(["squeue"], 1, "", UNREACHABLE + "\n"))
     c = dc.check_slurm(slurm)
     assert c.status is dc.Status.FAIL and c.kind == "slurm_unreachable"
     assert c.detail == f"Slurm controller unreachable: {UNREACHABLE}"
@@ -549,8 +509,8 @@ def test_slurm_unreachable_names_slurm_and_the_fix() -> None:
 
 
 def test_slurm_commands_missing() -> None:
-    slurm = ScriptedSlurm(
-        ("query", SlurmError(["squeue"], None, "", "cannot run squeue: No such file"))
+    slurm = FakeSlurm().script(
+        "query", SlurmError(["squeue"], None, "", "cannot run squeue: No such file")
     )
     c = dc.check_slurm(slurm)
     assert c.status is dc.Status.FAIL and c.kind == "error" and "cannot run squeue" in c.detail
@@ -569,9 +529,9 @@ def test_profile_accepted_with_the_daemons_own_options(home: Path) -> None:
         log_path=str(home / "state" / "log" / "job-%j.log"),
         workdir=str(home),
     )
-    slurm = ScriptedSlurm(("test_submit", TEST_ONLY_OK))
+    slurm = FakeSlurm().script("test_submit", TEST_ONLY_OK)
     c = dc.check_profile(slurm, settings, "short", str(home / "state"))
-    assert slurm.calls == [("test_submit", want)]
+    assert [(c.method, *c.args) for c in slurm.calls] == [("test_submit", want)]
     assert c.status is dc.Status.OK
     assert c.detail == (
         "--partition=interactive --time=00:20:00: would start at 2026-11-24T13:10:05 "
@@ -581,7 +541,7 @@ def test_profile_accepted_with_the_daemons_own_options(home: Path) -> None:
 
 def test_profile_bad_partition_shows_sbatchs_words(home: Path) -> None:
     settings = settings_for(home)
-    slurm = ScriptedSlurm(("test_submit", SlurmError(["sbatch"], 1, "", BAD_PARTITION)))
+    slurm = FakeSlurm().script("test_submit", SlurmError(["sbatch"], 1, "", BAD_PARTITION))
     c = dc.check_profile(slurm, settings, "short", str(home / "state"))
     assert c.status is dc.Status.FAIL and "\n" not in c.detail
     assert "invalid partition specified: nosuch" in c.detail
@@ -594,32 +554,34 @@ def test_profile_other_refusal(home: Path) -> None:
     err = SlurmError(
         ["sbatch"], 1, "", "sbatch: error: Invalid generic resource (gres) specification"
     )
-    c = dc.check_profile(ScriptedSlurm(("test_submit", err)), settings, "short", "/s")
+    c = dc.check_profile(FakeSlurm().script("test_submit", err), settings, "short", "/s")
     assert c.status is dc.Status.FAIL and c.fix.startswith("edit the profile's sbatch options")
 
 
 def test_profile_slurm_unreachable(home: Path) -> None:
     err = SlurmUnreachable(["sbatch"], 1, "", UNREACHABLE)
-    c = dc.check_profile(ScriptedSlurm(("test_submit", err)), settings_for(home), "short", "/s")
+    c = dc.check_profile(FakeSlurm().script("test_submit", err), settings_for(home), "short", "/s")
     assert c.kind == "slurm_unreachable" and c.fix == dc.SLURM_FIX
 
 
 def test_profile_without_sbatch(home: Path) -> None:
     missing = FileNotFoundError(2, "No such file or directory", "sbatch")
-    c = dc.check_profile(ScriptedSlurm(("test_submit", missing)), settings_for(home), "short", "/s")
+    c = dc.check_profile(
+        FakeSlurm().script("test_submit", missing), settings_for(home), "short", "/s"
+    )
     assert c.status is dc.Status.FAIL and "cannot run sbatch" in c.detail
 
 
 def test_unknown_profile(home: Path) -> None:
-    c = dc.check_profile(ScriptedSlurm(), settings_for(home), "nosuch", "/s")
+    c = dc.check_profile(FakeSlurm(), settings_for(home), "nosuch", "/s")
     assert c.status is dc.Status.FAIL and "short" in c.detail
 
 
 # -- 7. the test job --------------------------------------------------------------------------
 
 
-def slurm_knows(*job_ids: str) -> ScriptedSlurm:
-    return ScriptedSlurm(("query", rows(*(running_line(j) for j in job_ids))))
+def slurm_knows(*job_ids: str) -> FakeSlurm:
+    return FakeSlurm().script("query", rows(*(running_line(j) for j in job_ids)))
 
 
 def test_job_submitted_by_doctor_is_cancelled_after_the_lease_is_released(home: Path) -> None:
@@ -749,7 +711,7 @@ def test_daemon_refuses_the_profile(home: Path) -> None:
 def test_daemon_unreachable_for_the_test_job(home: Path) -> None:
     daemon = FakeDaemon()
     daemon.unreachable = True
-    d, _ = make_doctor(home, ScriptedSlurm(), daemon)
+    d, _ = make_doctor(home, FakeSlurm(), daemon)
     c = doctor.test_job(d, "short")
     assert c.status is dc.Status.FAIL and c.kind == "daemon_unreachable"
 
@@ -804,7 +766,7 @@ NAMES = [
 
 
 def test_quick_run_checks_every_hop_in_order(ready_user: Path) -> None:
-    slurm = ScriptedSlurm(("query", []), ("test_submit", TEST_ONLY_OK))
+    slurm = FakeSlurm().script("query", []).script("test_submit", TEST_ONLY_OK)
     d, _ = make_doctor(ready_user, slurm, FakeDaemon(), profiles=["short"], quick=True)
     checks = doctor.run(d, emit=lambda c: None)
     assert [c.check for c in checks] == [*NAMES, "profile short"]
@@ -820,9 +782,7 @@ def test_full_run_tests_the_first_profile_that_passed(ready_user: Path) -> None:
         CONFIG + '[profiles.bad]\nsbatch = ["--partition=nosuch"]\n'
     )
     refused = SlurmError(["sbatch"], 1, "", BAD_PARTITION)
-    slurm = ScriptedSlurm(
-        ("query", []), ("test_submit", refused), ("test_submit", TEST_ONLY_OK), ("query", [])
-    )
+    slurm = FakeSlurm().script("query", [], []).script("test_submit", refused, TEST_ONLY_OK)
     daemon = FakeDaemon(acquire=[ready("12")])
     daemon.submits = "12"
     d, _ = make_doctor(ready_user, slurm, daemon, profiles=["bad", "short"])
@@ -830,11 +790,12 @@ def test_full_run_tests_the_first_profile_that_passed(ready_user: Path) -> None:
     assert [c.check for c in checks][-3:] == ["profile bad", "profile short", "test job (short)"]
     assert checks[-1].status is dc.Status.OK
     assert doctor.exit_code(checks) == EXIT["error"]
+    assert [c.method for c in slurm.calls] == ["query", "test_submit", "test_submit", "query"]
     slurm.check()
 
 
 def test_slurm_unreachable_skips_profiles_and_exits_slurm_unreachable(ready_user: Path) -> None:
-    slurm = ScriptedSlurm(("query", SlurmUnreachable(["squeue"], 1, "", UNREACHABLE)))
+    slurm = FakeSlurm().script("query", SlurmUnreachable(["squeue"], 1, "", UNREACHABLE))
     d, _ = make_doctor(ready_user, slurm, FakeDaemon())
     checks = doctor.run(d, emit=lambda c: None)
     assert [c.check for c in checks] == [*NAMES, "profiles"]
@@ -847,7 +808,7 @@ def test_first_failure_decides_the_exit_code(ready_user: Path) -> None:
     (ready_user / ".config/islurm/config.toml").write_text("[daemon]\nbogus = 1\n")
     daemon = FakeDaemon()
     daemon.unreachable = True
-    slurm = ScriptedSlurm(("query", SlurmUnreachable(["squeue"], 1, "", UNREACHABLE)))
+    slurm = FakeSlurm().script("query", SlurmUnreachable(["squeue"], 1, "", UNREACHABLE))
     d, _ = make_doctor(ready_user, slurm, daemon)
     checks = doctor.run(d, emit=lambda c: None)
     assert doctor.exit_code(checks) == EXIT["config_invalid"]
@@ -858,7 +819,7 @@ def test_first_failure_decides_the_exit_code(ready_user: Path) -> None:
 def test_daemon_down_skips_the_test_job(ready_user: Path) -> None:
     daemon = FakeDaemon()
     daemon.unreachable = True
-    slurm = ScriptedSlurm(("query", []), ("test_submit", TEST_ONLY_OK))
+    slurm = FakeSlurm().script("query", []).script("test_submit", TEST_ONLY_OK)
     d, _ = make_doctor(ready_user, slurm, daemon, profiles=["short"])
     checks = doctor.run(d, emit=lambda c: None)
     assert checks[-1] == dc.warn("test job", "not run: islurmd does not answer")
@@ -898,7 +859,7 @@ def test_cmd_doctor_text_output(
     capsys: pytest.CaptureFixture[str],
     structlog_restored: None,
 ) -> None:
-    slurm = ScriptedSlurm(("query", SlurmUnreachable(["squeue"], 1, "", UNREACHABLE)))
+    slurm = FakeSlurm().script("query", SlurmUnreachable(["squeue"], 1, "", UNREACHABLE))
     daemon = FakeDaemon()
     monkeypatch.setattr("islurm.daemon.slurm.client.SlurmCli", lambda: slurm)
     monkeypatch.setattr("islurm.daemon.ctl.client.Client", lambda path: daemon.connect())
@@ -912,7 +873,7 @@ def test_cmd_doctor_text_output(
 
 
 def test_json_shape(ready_user: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    slurm = ScriptedSlurm(("query", []), ("test_submit", TEST_ONLY_OK))
+    slurm = FakeSlurm().script("query", []).script("test_submit", TEST_ONLY_OK)
     d, _ = make_doctor(ready_user, slurm, FakeDaemon(), profiles=["short"], quick=True)
     assert doctor.report(d, as_json=True) == 0
     out = json.loads(capsys.readouterr().out)

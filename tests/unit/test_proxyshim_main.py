@@ -10,6 +10,7 @@ import pytest
 
 import islurm.proxyshim
 from islurm.proxyshim.main import UsageError, parse_args
+from tests.unit.shimfakes import MakeDaemon, MakeTcp, Peer, Start
 
 GUARD = 60.0
 BANNER = b"SSH-2.0-fake_sshd\r\n"
@@ -69,7 +70,7 @@ def test_parse_args_errors(args: list[str], complaint: str) -> None:
     assert complaint in str(caught.value)
 
 
-def test_usage_error_exits_2_on_stderr_only(shim_start) -> None:
+def test_usage_error_exits_2_on_stderr_only(shim_start: Start) -> None:
     proc = shim_start("--bogus", "cpu")
     out, err = proc.communicate(timeout=GUARD)
     assert (proc.returncode, out) == (2, b"")
@@ -79,7 +80,7 @@ def test_usage_error_exits_2_on_stderr_only(shim_start) -> None:
     ]
 
 
-def test_help_and_version(shim_start) -> None:
+def test_help_and_version(shim_start: Start) -> None:
     proc = shim_start("--help")
     out, err = proc.communicate(timeout=GUARD)
     assert (proc.returncode, err) == (0, b"")
@@ -102,7 +103,9 @@ def test_runs_as_a_module() -> None:
     assert proc.stdout.startswith(b"islurm-proxy ")
 
 
-def test_script_finds_its_package_through_symlinks(shim_dir, shim_env) -> None:
+def test_script_finds_its_package_through_symlinks(
+    shim_dir: Path, shim_env: dict[str, str]
+) -> None:
     # A site-packages whose islurm/proxyshim links elsewhere, as .dev/ does: sys.path must get
     # the directory three levels above main.py as given, not as resolved.
     package = Path(islurm.proxyshim.__file__).resolve().parent
@@ -137,7 +140,9 @@ def test_importtime_parser_sees_what_json_drags_in() -> None:
     assert {"json", "re"} <= imported_modules(proc.stderr)
 
 
-def test_a_full_session_imports_nothing_slow(shim_daemon, shim_tcp, shim_start) -> None:
+def test_a_full_session_imports_nothing_slow(
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start
+) -> None:
     daemon = shim_daemon()
 
     def sshd(conn: socket.socket) -> None:
@@ -147,7 +152,7 @@ def test_a_full_session_imports_nothing_slow(shim_daemon, shim_tcp, shim_start) 
     server = shim_tcp(sshd)
 
     @daemon.script
-    def acquire(peer) -> None:
+    def acquire(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.progress", {"message": "starting", "waited": 0.0})
         peer.notify(

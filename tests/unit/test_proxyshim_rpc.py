@@ -4,9 +4,11 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,16 @@ from hypothesis import strategies as st
 from islurm.proxyshim import jsonline, rpc, spawn
 from islurm.proxyshim import lease as leases
 from islurm.proxyshim.splice import ShimError
+from tests.unit.shimfakes import (
+    MakeDaemon,
+    MakeTcp,
+    Peer,
+    Procs,
+    Start,
+    stderr_of,
+    stdin_of,
+    stdout_of,
+)
 
 GUARD = 60.0
 BANNER = b"SSH-2.0-fake_sshd\r\n"
@@ -45,11 +57,11 @@ def echo(conn: socket.socket) -> None:
         conn.sendall(data)
 
 
-def read_banner(proc) -> None:
+def read_banner(proc: subprocess.Popen[bytes]) -> None:
     """The shim forwards the node's banner first (it waits for it before pumping)."""
     got = b""
     while len(got) < len(BANNER):
-        got += proc.stdout.read1(len(BANNER) - len(got))
+        got += stdout_of(proc).read1(len(BANNER) - len(got))
     assert got == BANNER
 
 
@@ -57,7 +69,25 @@ def ready_params(port: int, job_id: str = "42") -> dict[str, object]:
     return {"job_id": job_id, "node": "n1", "host": "127.0.0.1", "port": port, "lease": "L-1"}
 
 
-def finish(proc, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+def ready_at(port: int, lease: str = "L-2") -> Callable[[Peer], None]:
+    """A fake daemon's script: acquire answered with `lease`, the job ready at `port`."""
+
+    def script(peer: Peer) -> None:
+        peer.reply(peer.expect("session.acquire"), {"lease": lease, "profile": "cpu"})
+        peer.notify("session.ready", ready_params(port))
+        peer.wait_eof()
+
+    return script
+
+
+def echoed(proc: subprocess.Popen[bytes], line: bytes) -> bytes:
+    """Send a line through the shim to the echoing sshd stand-in; what comes back."""
+    stdin_of(proc).write(line)
+    stdin_of(proc).flush()
+    return stdout_of(proc).read1(100)
+
+
+def finish(proc: subprocess.Popen[bytes], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
     out, err = proc.communicate(stdin, timeout=GUARD)
     return proc.returncode, out, err
 
@@ -65,13 +95,15 @@ def finish(proc, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
 # -- through the shim -------------------------------------------------------------------------
 
 
-def test_progress_then_ready_then_bytes(shim_daemon, shim_tcp, shim_start) -> None:
+def test_progress_then_ready_then_bytes(
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start
+) -> None:
     daemon = shim_daemon()
     sshd = shim_tcp(banner_then_wait_for_bye)
     pids: list[int] = []
 
     @daemon.script
-    def acquire(peer) -> None:
+    def acquire(peer: Peer) -> None:
         msg = peer.expect("session.acquire")
         assert msg["params"] == {"profile": "cpu", "client_pid": pids[0], "timeout": 30.0}
         peer.reply(msg, {"lease": "L-1", "profile": "cpu"})
@@ -94,11 +126,13 @@ def test_progress_then_ready_then_bytes(shim_daemon, shim_tcp, shim_start) -> No
     ]
 
 
-def test_error_response_exits_4_with_nothing_on_stdout(shim_daemon, shim_start) -> None:
+def test_error_response_exits_4_with_nothing_on_stdout(
+    shim_daemon: MakeDaemon, shim_start: Start
+) -> None:
     daemon = shim_daemon()
 
     @daemon.script
-    def refuse(peer) -> None:
+    def refuse(peer: Peer) -> None:
         peer.error(peer.expect("session.acquire"), 1001, "unknown profile 'nope'")
         peer.wait_eof()
 
@@ -108,11 +142,11 @@ def test_error_response_exits_4_with_nothing_on_stdout(shim_daemon, shim_start) 
     assert err == b"islurm-proxy: unknown profile 'nope'\n"
 
 
-def test_failed_notification_exits_4(shim_daemon, shim_start) -> None:
+def test_failed_notification_exits_4(shim_daemon: MakeDaemon, shim_start: Start) -> None:
     daemon = shim_daemon()
 
     @daemon.script
-    def fail(peer) -> None:
+    def fail(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "gpu"})
         peer.notify("session.progress", {"message": "submitting", "waited": 0.0})
         peer.notify("session.failed", {"code": 1002, "message": "sbatch: error: invalid partition"})
@@ -127,20 +161,18 @@ def test_failed_notification_exits_4(shim_daemon, shim_start) -> None:
     ]
 
 
-def test_daemon_eof_before_ready_is_retried_once(shim_daemon, shim_tcp, shim_start) -> None:
+def test_daemon_eof_before_ready_is_retried_once(
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start
+) -> None:
     daemon = shim_daemon()
     sshd = shim_tcp(banner_then_wait_for_bye)
 
     @daemon.script
-    def restart(peer) -> None:
+    def restart(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
         # and the daemon goes away
 
-    @daemon.script
-    def after_restart(peer) -> None:
-        peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
-        peer.notify("session.ready", ready_params(sshd.port))
-        peer.wait_eof()
+    daemon.script(ready_at(sshd.port))  # after the restart
 
     code, out, _ = finish(shim_start("cpu"), b"bye\n")
     daemon.check()
@@ -149,12 +181,12 @@ def test_daemon_eof_before_ready_is_retried_once(shim_daemon, shim_tcp, shim_sta
     assert [m["method"] for m in daemon.received] == ["session.acquire"] * 2
 
 
-def test_daemon_eof_before_ready_twice_exits_3(shim_daemon, shim_start) -> None:
+def test_daemon_eof_before_ready_twice_exits_3(shim_daemon: MakeDaemon, shim_start: Start) -> None:
     daemon = shim_daemon()
     for _ in range(2):
 
         @daemon.script
-        def hang_up(peer) -> None:
+        def hang_up(peer: Peer) -> None:
             peer.expect("session.acquire")
 
     code, out, err = finish(shim_start("cpu"))
@@ -171,11 +203,13 @@ def test_daemon_eof_before_ready_twice_exits_3(shim_daemon, shim_start) -> None:
         (b'["not", "an", "object"]\n', b"not a JSON object"),
     ],
 )
-def test_garbage_from_the_daemon_exits_3(shim_daemon, shim_start, line, complaint) -> None:
+def test_garbage_from_the_daemon_exits_3(
+    shim_daemon: MakeDaemon, shim_start: Start, line: bytes, complaint: bytes
+) -> None:
     daemon = shim_daemon()
 
     @daemon.script
-    def garbage(peer) -> None:
+    def garbage(peer: Peer) -> None:
         peer.expect("session.acquire")
         peer.conn.sendall(line)
         peer.wait_eof()
@@ -187,19 +221,19 @@ def test_garbage_from_the_daemon_exits_3(shim_daemon, shim_start, line, complain
 
 
 def test_daemon_gone_after_ready_reattaches_and_bytes_flow_on(
-    shim_daemon, shim_tcp, shim_start
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start
 ) -> None:
     daemon = shim_daemon()
     sshd = shim_tcp(echo)
     attached = threading.Event()
 
     @daemon.script
-    def ready_then_crash(peer) -> None:
+    def ready_then_crash(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.ready", ready_params(sshd.port))
 
     @daemon.script
-    def restarted(peer) -> None:
+    def restarted(peer: Peer) -> None:
         msg = peer.expect("session.attach", {"job_id": "42", "profile": "cpu"})
         peer.reply(msg, {"lease": "L-2"})
         attached.set()
@@ -207,26 +241,24 @@ def test_daemon_gone_after_ready_reattaches_and_bytes_flow_on(
 
     proc = shim_start("cpu")
     read_banner(proc)
-    proc.stdin.write(b"one\n")
-    proc.stdin.flush()
-    assert proc.stdout.read1(100) == b"one\n"
+    assert echoed(proc, b"one\n") == b"one\n"
     assert attached.wait(GUARD), "the shim never re-attached"
-    proc.stdin.write(b"two\n")
-    proc.stdin.flush()
-    assert proc.stdout.read1(100) == b"two\n"
+    assert echoed(proc, b"two\n") == b"two\n"
     code, out, err = finish(proc)
     daemon.check()
     sshd.check()
     assert (code, out, err) == (0, b"", b"")
 
 
-def test_session_ended_during_the_splice_exits_6(shim_daemon, shim_tcp, shim_start) -> None:
+def test_session_ended_during_the_splice_exits_6(
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start
+) -> None:
     daemon = shim_daemon()
     sshd = shim_tcp(echo)
     streaming = threading.Event()
 
     @daemon.script
-    def job_ends(peer) -> None:
+    def job_ends(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.ready", ready_params(sshd.port))
         assert streaming.wait(GUARD)
@@ -238,14 +270,12 @@ def test_session_ended_during_the_splice_exits_6(shim_daemon, shim_tcp, shim_sta
 
     proc = shim_start("cpu")
     read_banner(proc)
-    proc.stdin.write(b"ping\n")
-    proc.stdin.flush()
-    assert proc.stdout.read1(100) == b"ping\n"
+    assert echoed(proc, b"ping\n") == b"ping\n"
     streaming.set()
     assert proc.wait(GUARD) == 6
     daemon.check()
-    assert proc.stdout.read() == b""
-    assert proc.stderr.read() == b"islurm-proxy: job 42 ended: TIMEOUT\n"
+    assert stdout_of(proc).read() == b""
+    assert stderr_of(proc).read() == b"islurm-proxy: job 42 ended: TIMEOUT\n"
 
 
 FAKE_ISLURMD = r"""
@@ -295,13 +325,21 @@ def fake_islurmd(shim_dir: Path, port: int) -> tuple[str, Path]:
     return json.dumps([sys.executable, str(script), str(port), str(record)]), record
 
 
-def test_starts_the_daemon_on_demand(shim_dir, shim_env, shim_tcp, shim_start, shim_procs) -> None:
+def test_starts_the_daemon_on_demand(
+    shim_dir: Path,
+    shim_env: dict[str, str],
+    shim_tcp: MakeTcp,
+    shim_start: Start,
+    shim_procs: Procs,
+) -> None:
     sshd = shim_tcp(banner_then_wait_for_bye)
     cmd, record = fake_islurmd(shim_dir, sshd.port)
     sock = shim_dir / "run" / "islurmd.sock"  # its directory does not exist yet
     env = dict(shim_env, ISLURM_DAEMON_CMD=cmd)  # and ISLURM_SOCKET names another path
     proc = shim_start("--socket", str(sock), "cpu", env=env)
-    shim_pipes = {f"pipe:[{os.fstat(f.fileno()).st_ino}]" for f in (proc.stdout, proc.stderr)}
+    shim_pipes = {
+        f"pipe:[{os.fstat(f.fileno()).st_ino}]" for f in (stdout_of(proc), stderr_of(proc))
+    }
     try:
         code, out, err = finish(proc, b"bye\n")
     finally:
@@ -326,14 +364,19 @@ def test_starts_the_daemon_on_demand(shim_dir, shim_env, shim_tcp, shim_start, s
 
 
 def test_daemon_gone_mid_session_is_restarted_and_attached(
-    shim_dir, shim_env, shim_daemon, shim_tcp, shim_start, shim_procs
+    shim_dir: Path,
+    shim_env: dict[str, str],
+    shim_daemon: MakeDaemon,
+    shim_tcp: MakeTcp,
+    shim_start: Start,
+    shim_procs: Procs,
 ) -> None:
     daemon = shim_daemon()
     sshd = shim_tcp(echo)
     cmd, record = fake_islurmd(shim_dir, sshd.port)
 
     @daemon.script
-    def ready_then_exit_for_good(peer) -> None:
+    def ready_then_exit_for_good(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.ready", ready_params(sshd.port, job_id="7"))
         daemon.close()  # the socket vanishes, then the connection closes
@@ -342,18 +385,14 @@ def test_daemon_gone_mid_session_is_restarted_and_attached(
     proc = shim_start("cpu", env=dict(shim_env, ISLURM_DAEMON_CMD=cmd))
     try:
         read_banner(proc)
-        proc.stdin.write(b"one\n")
-        proc.stdin.flush()
-        assert proc.stdout.read1(100) == b"one\n"
+        assert echoed(proc, b"one\n") == b"one\n"
         for _ in range(int(GUARD * 10)):  # the shim retries each second
             if record.exists():
                 break
             time.sleep(0.1)
         info = json.loads(record.read_text())
         shim_procs.pids.append(info["pid"])
-        proc.stdin.write(b"two\n")
-        proc.stdin.flush()
-        assert proc.stdout.read1(100) == b"two\n"
+        assert echoed(proc, b"two\n") == b"two\n"
         code, out, err = finish(proc)
     finally:
         if record.exists():
@@ -367,12 +406,12 @@ def test_daemon_gone_mid_session_is_restarted_and_attached(
     assert info["startup_stderr"] is None
 
 
-def test_sighup_ends_the_shim_quietly(shim_daemon, shim_start) -> None:
+def test_sighup_ends_the_shim_quietly(shim_daemon: MakeDaemon, shim_start: Start) -> None:
     daemon = shim_daemon()
     waiting = threading.Event()
 
     @daemon.script
-    def pending(peer) -> None:
+    def pending(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.progress", {"message": "queued", "waited": 0.0})
         waiting.set()
@@ -380,15 +419,17 @@ def test_sighup_ends_the_shim_quietly(shim_daemon, shim_start) -> None:
 
     proc = shim_start("cpu")
     assert waiting.wait(GUARD)
-    assert proc.stderr.readline() == b"islurm: queued\n"
+    assert stderr_of(proc).readline() == b"islurm: queued\n"
     proc.send_signal(signal.SIGHUP)
     assert proc.wait(GUARD) == -signal.SIGHUP
     daemon.check()
-    assert proc.stdout.read() == b""
-    assert proc.stderr.read() == b""
+    assert stdout_of(proc).read() == b""
+    assert stderr_of(proc).read() == b""
 
 
-def test_a_daemon_that_cannot_start_exits_3(shim_dir, shim_env, shim_start) -> None:
+def test_a_daemon_that_cannot_start_exits_3(
+    shim_dir: Path, shim_env: dict[str, str], shim_start: Start
+) -> None:
     env = dict(shim_env, ISLURM_SOCKET=str(shim_dir / "run" / "islurmd.sock"))
     code, out, err = finish(shim_start("cpu", env=env))
     assert (code, out) == (3, b"")
@@ -396,7 +437,9 @@ def test_a_daemon_that_cannot_start_exits_3(shim_dir, shim_env, shim_start) -> N
     assert b"No such file or directory" in err
 
 
-def test_refuses_a_socket_dir_owned_by_someone_else(shim_dir, shim_env, shim_start) -> None:
+def test_refuses_a_socket_dir_owned_by_someone_else(
+    shim_dir: Path, shim_env: dict[str, str], shim_start: Start
+) -> None:
     if os.getuid() == 0:
         theirs = shim_dir / "theirs"
         theirs.mkdir(mode=0o700)
@@ -462,7 +505,7 @@ def test_conn_splits_lines_and_bounds_them() -> None:
         theirs.sendall(b": 2}\n")
         assert conn.wait(None) == {"b": 2}
         theirs.sendall(b"y" * (rpc.MAX_LINE + 1))
-        with pytest.raises(rpc.ProtocolError):
+        with pytest.raises(jsonline.ProtocolError):
             conn.wait(None)
 
 
@@ -548,7 +591,9 @@ def attach_and_answer(shim_dir: Path, error: dict[str, object]) -> leases.Lease:
     return lease
 
 
-def test_lease_gives_up_when_the_daemon_does_not_know_the_job(shim_dir, capfd) -> None:
+def test_lease_gives_up_when_the_daemon_does_not_know_the_job(
+    shim_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     lease = attach_and_answer(shim_dir, {"code": 1006, "message": "no such job: 42"})
     assert (lease.fileno(), lease.deadline()) == (-1, None)  # no more attempts
     assert capfd.readouterr().err == (
@@ -556,7 +601,9 @@ def test_lease_gives_up_when_the_daemon_does_not_know_the_job(shim_dir, capfd) -
     )
 
 
-def test_lease_retries_when_the_daemon_is_shutting_down(shim_dir, capfd) -> None:
+def test_lease_retries_when_the_daemon_is_shutting_down(
+    shim_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     lease = attach_and_answer(shim_dir, {"code": 1008, "message": "shutting down"})
     assert lease.fileno() == -1
     assert lease.deadline() is not None

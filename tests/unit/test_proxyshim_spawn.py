@@ -12,6 +12,7 @@ import pytest
 
 from islurm.proxyshim import rpc
 from islurm.proxyshim.splice import ShimError
+from tests.unit.shimfakes import Procs, Start
 
 GUARD = 60.0
 # The old path waited START_TIMEOUT (10 s) for a daemon that had long exited; the aim is < 1 s.
@@ -37,7 +38,9 @@ def stand_in(shim_dir: Path, body: str) -> str:
     return json.dumps([sys.executable, str(script)])
 
 
-def test_shim_shows_the_real_daemons_config_error_at_once(shim_dir, shim_env, shim_start):
+def test_shim_shows_the_real_daemons_config_error_at_once(
+    shim_dir: Path, shim_env: dict[str, str], shim_start: Start
+) -> None:
     config = broken_config(shim_dir)
     env = dict(shim_env, ISLURM_DAEMON_CMD=real_islurmd(config))
     started = time.monotonic()
@@ -51,7 +54,9 @@ def test_shim_shows_the_real_daemons_config_error_at_once(shim_dir, shim_env, sh
     assert elapsed < PROMPTLY, f"took {elapsed:.2f} s"
 
 
-def test_islurmctl_shows_the_real_daemons_config_error_at_once(shim_dir, shim_env, shim_procs):
+def test_islurmctl_shows_the_real_daemons_config_error_at_once(
+    shim_dir: Path, shim_env: dict[str, str], shim_procs: Procs
+) -> None:
     config = broken_config(shim_dir)
     env = dict(shim_env, ISLURM_DAEMON_CMD=real_islurmd(config))
     argv = [sys.executable, "-m", "islurm.daemon.ctl.main", "list"]
@@ -66,7 +71,9 @@ def test_islurmctl_shows_the_real_daemons_config_error_at_once(shim_dir, shim_en
     assert elapsed < PROMPTLY, f"took {elapsed:.2f} s"
 
 
-def test_the_last_line_is_shown_without_terminal_controls(shim_dir, shim_env, shim_start):
+def test_the_last_line_is_shown_without_terminal_controls(
+    shim_dir: Path, shim_env: dict[str, str], shim_start: Start
+) -> None:
     body = (
         "sys.stderr.write('Traceback (most recent call last):\\n  ...\\n')\n"
         "sys.stderr.write('RuntimeError: \\x1b]0;owned\\x07 \\x9b2J boom\\r\\n')\n"
@@ -81,7 +88,9 @@ def test_the_last_line_is_shown_without_terminal_controls(shim_dir, shim_env, sh
     )
 
 
-def test_a_silent_exit_still_waits_for_another_daemon(shim_dir, monkeypatch) -> None:
+def test_a_silent_exit_still_waits_for_another_daemon(
+    shim_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Losers of a start race exit quietly while the winner binds: no error, keep waiting.
     path = str(shim_dir / "run" / "d.sock")
     monkeypatch.setenv("ISLURM_DAEMON_CMD", stand_in(shim_dir, "sys.exit(0)\n"))
@@ -109,7 +118,9 @@ conn.recv(1)
 
 
 @pytest.mark.parametrize("release", [True, False], ids=["releases-stderr", "keeps-stderr"])
-def test_a_daemon_that_listens_is_connected_to(shim_dir, monkeypatch, shim_procs, release):
+def test_a_daemon_that_listens_is_connected_to(
+    shim_dir: Path, monkeypatch: pytest.MonkeyPatch, shim_procs: Procs, release: bool
+) -> None:
     path = str(shim_dir / "run" / "d.sock")
     cmd = json.loads(stand_in(shim_dir, LISTENER)) + (["release"] if release else [])
     monkeypatch.setenv("ISLURM_DAEMON_CMD", json.dumps(cmd))

@@ -6,11 +6,14 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from islurm.proxyshim import splice
 from islurm.proxyshim.splice import ShimError
+from tests.unit.shimfakes import Handler, MakeTcp, Procs, stderr_of, stdin_of, stdout_of
 
 GUARD = 120.0
 MiB = 1 << 20
@@ -26,7 +29,7 @@ sys.exit(pump.run())
 """
 
 
-def start_pump(procs, port: int, **kwargs: object) -> "subprocess.Popen[bytes]":
+def start_pump(procs: Procs, port: int, **kwargs: object) -> "subprocess.Popen[bytes]":
     kwargs.setdefault("stdin", subprocess.PIPE)
     kwargs.setdefault("stdout", subprocess.PIPE)
     kwargs.setdefault("stderr", subprocess.PIPE)
@@ -46,7 +49,7 @@ def digest(blocks: list[bytes]) -> str:
     return h.hexdigest()
 
 
-def drain(read, chunk: int = 64 * 1024) -> tuple[int, str]:
+def drain(read: Callable[[int], bytes], chunk: int = 64 * 1024) -> tuple[int, str]:
     """Read to EOF in small pieces (so the writer meets back-pressure); count and hash."""
     h = hashlib.sha256()
     n = 0
@@ -56,7 +59,7 @@ def drain(read, chunk: int = 64 * 1024) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
-def both_ways_server(down: list[bytes], result: dict[str, object]):
+def both_ways_server(down: list[bytes], result: dict[str, object]) -> Handler:
     """Sends `down` while reading everything; closes once the client half-closed."""
 
     def handler(conn: socket.socket) -> None:
@@ -73,7 +76,9 @@ def both_ways_server(down: list[bytes], result: dict[str, object]):
     return handler
 
 
-def writer(write, blocks: list[bytes], close) -> threading.Thread:
+def writer(
+    write: Callable[[bytes], object], blocks: list[bytes], close: Callable[[], object]
+) -> threading.Thread:
     def run() -> None:
         for block in blocks:
             write(block)
@@ -84,23 +89,23 @@ def writer(write, blocks: list[bytes], close) -> threading.Thread:
     return thread
 
 
-def test_pipes_64_mib_each_way(shim_procs, shim_tcp) -> None:
+def test_pipes_64_mib_each_way(shim_procs: Procs, shim_tcp: MakeTcp) -> None:
     up, down = pattern(64 * MiB, 1), pattern(64 * MiB, 2)
     result: dict[str, object] = {}
     server = shim_tcp(both_ways_server(down, result))
     proc = start_pump(shim_procs, server.port)
-    sending = writer(proc.stdin.write, up, proc.stdin.close)
-    received = drain(proc.stdout.read1)
+    sending = writer(stdin_of(proc).write, up, stdin_of(proc).close)
+    received = drain(stdout_of(proc).read1)
     assert proc.wait(GUARD) == 0
     sending.join(GUARD)
     server.check()
-    assert proc.stderr.read() == b"modes splice splice\n"
+    assert stderr_of(proc).read() == b"modes splice splice\n"
     assert result["up"] == (64 * MiB, digest(up))
     assert received == (64 * MiB, digest(down))
     assert result["sender_done"]
 
 
-def test_socketpair_falls_back_to_copying(shim_procs, shim_tcp) -> None:
+def test_socketpair_falls_back_to_copying(shim_procs: Procs, shim_tcp: MakeTcp) -> None:
     up, down = pattern(16 * MiB, 3), pattern(16 * MiB, 4)
     result: dict[str, object] = {}
     server = shim_tcp(both_ways_server(down, result))
@@ -113,12 +118,12 @@ def test_socketpair_falls_back_to_copying(shim_procs, shim_tcp) -> None:
         assert proc.wait(GUARD) == 0
         sending.join(GUARD)
     server.check()
-    assert proc.stderr.read() == b"modes copy copy\n"
+    assert stderr_of(proc).read() == b"modes copy copy\n"
     assert result["up"] == (16 * MiB, digest(up))
     assert received == (16 * MiB, digest(down))
 
 
-def test_file_in_pipe_out(shim_procs, shim_tcp, shim_dir) -> None:
+def test_file_in_pipe_out(shim_procs: Procs, shim_tcp: MakeTcp, shim_dir: Path) -> None:
     blocks = pattern(8 * MiB, 5)
     source = shim_dir / "in.bin"
     source.write_bytes(b"".join(blocks))
@@ -130,14 +135,16 @@ def test_file_in_pipe_out(shim_procs, shim_tcp, shim_dir) -> None:
     server = shim_tcp(echo)
     with source.open("rb") as stdin:
         proc = start_pump(shim_procs, server.port, stdin=stdin)
-    received = drain(proc.stdout.read1)
+    received = drain(stdout_of(proc).read1)
     assert proc.wait(GUARD) == 0
     server.check()
-    assert proc.stderr.read() == b"modes copy splice\n"
+    assert stderr_of(proc).read() == b"modes copy splice\n"
     assert received == (8 * MiB, digest(blocks))
 
 
-def test_idle_tty_on_stdin_does_not_hold_up_the_other_direction(shim_procs, shim_tcp) -> None:
+def test_idle_tty_on_stdin_does_not_hold_up_the_other_direction(
+    shim_procs: Procs, shim_tcp: MakeTcp
+) -> None:
     server = shim_tcp(lambda conn: conn.sendall(b"hello from the node"))
     master, slave = os.openpty()
     try:
@@ -152,7 +159,9 @@ def test_idle_tty_on_stdin_does_not_hold_up_the_other_direction(shim_procs, shim
 
 
 @pytest.mark.parametrize("stdio", ["pipes", "socketpair"])
-def test_stdin_eof_half_closes_and_replies_still_arrive(shim_procs, shim_tcp, stdio) -> None:
+def test_stdin_eof_half_closes_and_replies_still_arrive(
+    shim_procs: Procs, shim_tcp: MakeTcp, stdio: str
+) -> None:
     seen: dict[str, bytes] = {}
 
     def handler(conn: socket.socket) -> None:
@@ -162,9 +171,9 @@ def test_stdin_eof_half_closes_and_replies_still_arrive(shim_procs, shim_tcp, st
     server = shim_tcp(handler)
     if stdio == "pipes":
         proc = start_pump(shim_procs, server.port)
-        proc.stdin.write(b"ping")
-        proc.stdin.close()
-        out = proc.stdout.read()
+        stdin_of(proc).write(b"ping")
+        stdin_of(proc).close()
+        out = stdout_of(proc).read()
     else:
         ours, theirs = socket.socketpair()
         with ours:
@@ -186,10 +195,12 @@ def drain_bytes(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def test_node_closing_ends_the_shim_with_stdin_still_open(shim_procs, shim_tcp) -> None:
+def test_node_closing_ends_the_shim_with_stdin_still_open(
+    shim_procs: Procs, shim_tcp: MakeTcp
+) -> None:
     server = shim_tcp(lambda conn: conn.sendall(b"bye"))
     proc = start_pump(shim_procs, server.port)
-    out = proc.stdout.read()  # EOF although our end of stdin is still open
+    out = stdout_of(proc).read()  # EOF although our end of stdin is still open
     assert proc.wait(GUARD) == 0
     server.check()
     assert out == b"bye"
@@ -197,7 +208,9 @@ def test_node_closing_ends_the_shim_with_stdin_still_open(shim_procs, shim_tcp) 
 
 
 @pytest.mark.parametrize("stdio", ["pipes", "socketpair"])
-def test_reader_of_stdout_going_away_ends_the_shim_quietly(shim_procs, shim_tcp, stdio) -> None:
+def test_reader_of_stdout_going_away_ends_the_shim_quietly(
+    shim_procs: Procs, shim_tcp: MakeTcp, stdio: str
+) -> None:
     def flood(conn: socket.socket) -> None:
         block = b"z" * MiB
         try:
@@ -210,8 +223,8 @@ def test_reader_of_stdout_going_away_ends_the_shim_quietly(shim_procs, shim_tcp,
     server = shim_tcp(flood)
     if stdio == "pipes":
         proc = start_pump(shim_procs, server.port)
-        assert proc.stdout.read(1000) == b"z" * 1000
-        proc.stdout.close()
+        assert stdout_of(proc).read(1000) == b"z" * 1000
+        stdout_of(proc).close()
     else:
         ours, theirs = socket.socketpair()
         proc = start_pump(shim_procs, server.port, stdin=theirs, stdout=theirs)
@@ -220,12 +233,12 @@ def test_reader_of_stdout_going_away_ends_the_shim_quietly(shim_procs, shim_tcp,
         ours.close()
     assert proc.wait(GUARD) == 0
     server.check()
-    err = proc.stderr.read()
+    err = stderr_of(proc).read()
     assert err.startswith(b"modes ")
     assert err.count(b"\n") == 1  # no traceback, no message
 
 
-def test_node_reset_exits_5(shim_procs, shim_tcp) -> None:
+def test_node_reset_exits_5(shim_procs: Procs, shim_tcp: MakeTcp) -> None:
     def reset(conn: socket.socket) -> None:
         assert conn.recv(2, socket.MSG_WAITALL) == b"go"  # the pump runs
         conn.sendall(b"partial")
@@ -233,14 +246,15 @@ def test_node_reset_exits_5(shim_procs, shim_tcp) -> None:
 
     server = shim_tcp(reset)  # closing with linger 0 sends RST
     proc = start_pump(shim_procs, server.port)
-    proc.stdin.write(b"go")
-    proc.stdin.flush()
-    out = proc.stdout.read()
+    stdin_of(proc).write(b"go")
+    stdin_of(proc).flush()
+    out = stdout_of(proc).read()
     assert proc.wait(GUARD) == 5
     server.check()
     assert out in (b"", b"partial")
     assert (
-        b"islurm-proxy: connection to the node lost: Connection reset by peer" in proc.stderr.read()
+        b"islurm-proxy: connection to the node lost: Connection reset by peer"
+        in stderr_of(proc).read()
     )
 
 
@@ -258,7 +272,7 @@ def test_connect_tcp_refused_and_unresolvable() -> None:
     assert "cannot resolve node no-such-node.invalid" in unknown.value.message
 
 
-def test_connect_tcp_sets_nodelay(shim_tcp) -> None:
+def test_connect_tcp_sets_nodelay(shim_tcp: MakeTcp) -> None:
     server = shim_tcp(lambda conn: None)
     sock = splice.connect_tcp("localhost", server.port)  # ::1 may come first: nobody there
     try:

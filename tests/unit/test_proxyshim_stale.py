@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from tests.unit.shimfakes import Handler, MakeDaemon, MakeTcp, Peer, Start
 from tests.unit.test_proxyshim_rpc import BANNER, finish, ready_params
 
 ASKING_AGAIN = "asking islurmd again"
@@ -35,14 +36,14 @@ class Heard:
         self.data: bytes | None = None
 
 
-def silent_close(heard: Heard):
+def silent_close(heard: Heard) -> Handler:
     def handler(conn: socket.socket) -> None:
         heard.data = b""  # closes at once, without a banner
 
     return handler
 
 
-def not_sshd(heard: Heard):
+def not_sshd(heard: Heard) -> Handler:
     def handler(conn: socket.socket) -> None:
         conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         heard.data = drain(conn)
@@ -50,12 +51,18 @@ def not_sshd(heard: Heard):
     return handler
 
 
-def sshd(heard: Heard):
+def sshd(heard: Heard) -> Handler:
     def handler(conn: socket.socket) -> None:
         conn.sendall(BANNER)
         heard.data = drain(conn)
 
     return handler
+
+
+def params_of(msg: dict[str, object]) -> dict[str, object]:
+    params = msg["params"]
+    assert isinstance(params, dict)
+    return params
 
 
 def second_params(port: int) -> dict[str, object]:
@@ -64,7 +71,7 @@ def second_params(port: int) -> dict[str, object]:
 
 @pytest.mark.parametrize("bad", ["nothing listens", "closes silently", "not an sshd"])
 def test_stale_endpoint_is_reported_and_the_next_one_used(
-    shim_daemon, shim_tcp, shim_start, bad: str
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start, bad: str
 ) -> None:
     daemon = shim_daemon()
     stale_heard, live_heard = Heard(), Heard()
@@ -79,17 +86,17 @@ def test_stale_endpoint_is_reported_and_the_next_one_used(
     requests: list[dict[str, object]] = []
 
     @daemon.script
-    def first(peer) -> None:
+    def first(peer: Peer) -> None:
         msg = peer.expect("session.acquire")
-        requests.append(msg["params"])
+        requests.append(params_of(msg))
         peer.reply(msg, {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.ready", ready_params(stale_port))
         peer.wait_eof()
 
     @daemon.script
-    def second(peer) -> None:
+    def second(peer: Peer) -> None:
         msg = peer.expect("session.acquire")
-        requests.append(msg["params"])
+        requests.append(params_of(msg))
         peer.reply(msg, {"lease": "L-2", "profile": "cpu"})
         peer.notify("session.ready", ready_params(live.port, job_id="43"))
         peer.wait_eof()
@@ -113,7 +120,9 @@ def test_stale_endpoint_is_reported_and_the_next_one_used(
     assert lines[0].endswith(ASKING_AGAIN)
 
 
-def test_three_stale_endpoints_exit_5(shim_daemon, shim_tcp, shim_start) -> None:
+def test_three_stale_endpoints_exit_5(
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start
+) -> None:
     daemon = shim_daemon()
     heard = [Heard() for _ in range(3)]
     servers = [shim_tcp(not_sshd(h)) for h in heard]
@@ -121,9 +130,9 @@ def test_three_stale_endpoints_exit_5(shim_daemon, shim_tcp, shim_start) -> None
     for server in servers:
 
         @daemon.script
-        def stale(peer, port: int = server.port) -> None:
+        def stale(peer: Peer, port: int = server.port) -> None:
             msg = peer.expect("session.acquire")
-            requests.append(msg["params"])
+            requests.append(params_of(msg))
             peer.reply(msg, {"lease": "L", "profile": "cpu"})
             peer.notify("session.ready", ready_params(port))
             peer.wait_eof()

@@ -3,37 +3,31 @@ acquire told SHUTTING_DOWN (proxyshim/rpc.py), and an on-demand daemon started m
 waits for the old one's lock (daemon/rpc/unix_listener.py `await_lock`)."""
 
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from islurm.daemon.rpc import unix_listener
-from tests.unit.test_proxyshim_rpc import BANNER, banner_then_wait_for_bye, finish, ready_params
+from tests.unit.shimfakes import MakeDaemon, MakeTcp, Peer, Start
+from tests.unit.test_proxyshim_rpc import BANNER, banner_then_wait_for_bye, finish, ready_at
 
 
 def test_shim_asks_the_next_daemon_when_told_shutting_down(
-    shim_daemon, shim_tcp, shim_start
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start
 ) -> None:
     daemon = shim_daemon()
     sshd = shim_tcp(banner_then_wait_for_bye)
 
     @daemon.script
-    def stopping(peer) -> None:
+    def stopping(peer: Peer) -> None:
         peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.progress", {"message": "queued: job 42 (Priority)", "waited": 0})
         peer.notify("session.failed", {"code": 1008, "message": "islurmd is shutting down"})
         peer.wait_eof()
 
-    @daemon.script
-    def next_daemon(peer) -> None:
-        peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
-        peer.notify("session.ready", ready_params(sshd.port))
-        peer.wait_eof()
+    daemon.script(ready_at(sshd.port))  # the next daemon
 
     code, out, err = finish(shim_start("cpu"), b"bye\n")
     daemon.check()
@@ -46,34 +40,21 @@ def test_shim_asks_the_next_daemon_when_told_shutting_down(
 
 
 def test_shim_asks_the_next_daemon_when_its_acquire_is_refused_shutting_down(
-    shim_daemon, shim_tcp, shim_start
+    shim_daemon: MakeDaemon, shim_tcp: MakeTcp, shim_start: Start
 ) -> None:
     daemon = shim_daemon()
     sshd = shim_tcp(banner_then_wait_for_bye)
 
     @daemon.script
-    def stopping(peer) -> None:
+    def stopping(peer: Peer) -> None:
         peer.error(peer.expect("session.acquire"), 1008, "islurmd is shutting down")
         peer.wait_eof()
 
-    @daemon.script
-    def next_daemon(peer) -> None:
-        peer.reply(peer.expect("session.acquire"), {"lease": "L-2", "profile": "cpu"})
-        peer.notify("session.ready", ready_params(sshd.port))
-        peer.wait_eof()
+    daemon.script(ready_at(sshd.port))  # the next daemon
 
     code, out, _ = finish(shim_start("cpu"), b"bye\n")
     daemon.check()
     assert (code, out) == (0, BANNER)
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="isl", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_next_daemon_waits_for_the_lock_of_one_that_no_longer_answers(sock_dir: str) -> None:
