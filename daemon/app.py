@@ -175,8 +175,8 @@ class Daemon:
     ) -> None:
         paths.ensure_state_dirs(self.opts.state_dir)
         async with trio.open_nursery() as nursery:
-            self.manager.nursery = nursery
             nursery.start_soon(self._signals, nursery)
+            await nursery.start(self.manager.run)
             await nursery.start(self.server.serve, listener)
             log.info(
                 "daemon.serving",

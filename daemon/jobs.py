@@ -78,11 +78,57 @@ class Job:
         self.node = self.node or endpoint.node
         self.touch()
 
+    def mark_confirmed(self, now: float) -> None:
+        """Its endpoint answered a check just now."""
+        self.confirmed_at = max(self.confirmed_at, now)
+
     def mark_stale(self) -> None:
-        """Its endpoint stopped answering or its record went: never hand it out again."""
+        """Its endpoint stopped answering or its record went: never hand it out again, and
+        ask Slurm before saying anything more about it (it is probably ending)."""
         self.endpoint = None
         self.confirmed_at = -1e9
+        self.suspect = True
         self.touch()
+
+    def take_suspicion(self) -> bool:
+        """Whether it was marked stale since the last call (then Slurm is to be asked)."""
+        was, self.suspect = self.suspect, False
+        return was
+
+    def bind(self, lease_id: str) -> None:
+        """A session holds it: not idle."""
+        self.leases.add(lease_id)
+        self.idle_since = None
+
+    def unbind(self, lease_id: str, now: float) -> bool:
+        """A session let go; True when that was the last one (its idle time starts now)."""
+        if lease_id not in self.leases:
+            return False
+        self.leases.discard(lease_id)
+        if self.leases:
+            return False
+        self.idle_since = now
+        return True
+
+    def mark_adopted(self, now: float, port: int | None) -> None:
+        """Found in Slurm (a daemon restart): idle from now, on the port its record names."""
+        self.idle_since = now
+        self.port = port if port is not None else self.port
+
+    def mark_ended(self, hook_error: str | None) -> None:
+        """Slurm says it ended; keep the hook's last words for whoever asks why."""
+        self.hook_error = self.hook_error or hook_error
+
+    def idle_for(self, now: float) -> float | None:
+        """Seconds without a session (its idle clock starts at the first look), None if held."""
+        if self.leases or not self.live:
+            return None
+        if self.idle_since is None:
+            self.idle_since = now
+        return now - self.idle_since
+
+    def mark_reaped(self) -> None:
+        self.idle_since = None
 
     def mark_hook_failed(self, message: str) -> None:
         """The session hook could not start sshd (its own words)."""

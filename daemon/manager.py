@@ -56,13 +56,28 @@ class SessionManager:
         self.leases: dict[str, Lease] = {}
         self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self._ids = itertools.count(1)
-        self.nursery: trio.Nursery | None = None
+        self._probes: trio.Nursery | None = None  # set while `run` runs
         self.draining = False  # TERM: no new sessions; waiting connects get their grace
         self._waiting: set[trio.CancelScope] = set()
         self._none_waiting = trio.Event()
         self._none_waiting.set()
 
     # -- leases -----------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the readiness probes (one per job someone waits for) while the daemon serves."""
+        async with trio.open_nursery() as probes:
+            self._probes = probes
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._probes = None
+
+    def _start_probe(self, job: Job) -> None:
+        if self._probes is None:
+            raise RuntimeError("SessionManager.run is not running: nothing can probe jobs")
+        self._probes.start_soon(probe_until_ready, job, self.records, self.jobs.hook.ca_dir)
+
     def profile(self, name: str) -> Profile:
         profiles = self.settings().profiles
         if name not in profiles:
@@ -112,16 +127,12 @@ class SessionManager:
             return
         self._unbind(lease)
         lease.job_id = job.job_id
-        job.leases.add(lease.id)
-        job.idle_since = None
+        job.bind(lease.id)
 
     def _unbind(self, lease: Lease) -> None:
         old = self.table.get(lease.job_id) if lease.job_id else None
-        if old is not None:
-            old.leases.discard(lease.id)
-            if not old.leases:
-                old.idle_since = trio.current_time()
-                self.watcher.wake()  # the reaper's next deadline moved; no Slurm call
+        if old is not None and old.unbind(lease.id, trio.current_time()):
+            self.watcher.wake()  # the reaper's next deadline moved; no Slurm call
         lease.job_id = None
 
     def release(self, lease_id: str) -> None:
@@ -201,7 +212,6 @@ class SessionManager:
             return
         if (job.endpoint.host, job.endpoint.port) == (host, port):
             log.info("job.endpoint_unreachable", job_id=job_id, host=host, port=port)
-            job.suspect = True
             job.mark_stale()
 
     async def _wait_ready(
@@ -221,17 +231,15 @@ class SessionManager:
                     trio.current_time() - job.confirmed_at < CONFIRM_FRESH
                     or await still_listening(endpoint)
                 ):
-                    job.confirmed_at = max(job.confirmed_at, trio.current_time())
+                    job.mark_confirmed(trio.current_time())
                     return job, endpoint
                 if job.endpoint is endpoint:
                     log.info("job.endpoint_stale", job_id=job.job_id)
-                    job.suspect = True
                     job.mark_stale()
                 continue
-            if job.suspect:
+            if job.take_suspicion():
                 # Its sshd went away: the job is probably ending. Learn that from Slurm before
                 # saying anything about it (never describe a job that already ended).
-                job.suspect = False
                 await self.watcher.fresh_poll()
                 continue
             if job.hook_error and job.served:
@@ -241,8 +249,8 @@ class SessionManager:
                 continue
             if job.hook_error:
                 raise RpcFault(Code.HOOK_FAILED, f"job {job.job_id}: {job.hook_error}")
-            if not job.probing and self.nursery is not None:
-                self.nursery.start_soon(probe_until_ready, job, self.records, self.jobs.hook.ca_dir)
+            if not job.probing:
+                self._start_probe(job)
             now = trio.current_time()
             params = progress_params(job, self.watcher.error, now - t0)
             key = (

@@ -125,16 +125,14 @@ class Watcher:
         self.last_poll = trio.current_time()
         adopted, ended = self.table.apply(rows, generation)
         for job in adopted:
-            job.idle_since = trio.current_time()
-            endpoint = self.records.read(job.job_id)
-            if endpoint is not None:
-                job.port = endpoint.port
+            record = self.records.read(job.job_id)
+            job.mark_adopted(trio.current_time(), record.port if record else None)
             if self.on_adopt is not None:
                 self.on_adopt(job)
             log.info("job.adopted", job_id=job.job_id, profile=job.profile, state=job.state.value)
         for job in ended:
             log.info("job.ended", job_id=job.job_id, profile=job.profile, state=job.state.value)
-            job.hook_error = job.hook_error or self.records.read_error(job.job_id)
+            job.mark_ended(self.records.read_error(job.job_id))
             self.records.remove(job.job_id)
         self.synced.set()
 
@@ -173,21 +171,17 @@ class Watcher:
     async def reap_idle(self) -> None:
         now = trio.current_time()
         for job in self.table:
-            if not job.live or job.leases:
-                continue
-            if job.idle_since is None:
-                job.idle_since = now
-                continue
+            idle = job.idle_for(now)
             grace = self.idle_grace(job.profile)
-            if grace > 0 and now - job.idle_since >= grace:
+            if idle is not None and grace > 0 and idle >= grace:
                 log.info(
                     "job.idle_reaped",
                     job_id=job.job_id,
                     profile=job.profile,
-                    idle_seconds=round(now - job.idle_since, 1),
+                    idle_seconds=round(idle, 1),
                     grace=grace,
                 )
-                job.idle_since = None
+                job.mark_reaped()
                 await self.on_idle(job)
 
     def log_walltime(self, leads: Callable[[str], tuple[float, ...]]) -> None:

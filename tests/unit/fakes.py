@@ -227,7 +227,7 @@ async def live_daemon(
     """A daemon whose watcher runs (first poll done) and whose flows run in a test nursery."""
     daemon, state = make_daemon(tmp_path, slurm, config)
     async with trio.open_nursery() as nursery:
-        daemon.manager.nursery = nursery
+        await nursery.start(daemon.manager.run)
         await nursery.start(daemon.watcher.run, daemon._leads)
         yield daemon, state, nursery
         nursery.cancel_scope.cancel()
