@@ -26,17 +26,11 @@ TEST_JOB_TIMEOUT = 120.0
 BANNER_TIMEOUT = 10.0
 
 
-class _Timeouts(Protocol):
-    def settimeout(self, value: float | None, /) -> None: ...
-
-
 class RpcClient(Protocol):
     """What doctor needs of islurmctl's Client (ctl/client.py); tests pass a scripted one."""
 
-    @property
-    def sock(self) -> _Timeouts: ...
     def call(self, method: str, **params: Any) -> Any: ...
-    def read_message(self) -> dict[str, Any]: ...
+    def read_message(self, timeout: float | None = None) -> dict[str, Any]: ...
     def wait_notification(self, method: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -293,8 +287,7 @@ def _wait_ready(
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
-        lease.sock.settimeout(left)
-        msg = lease.read_message()
+        msg = lease.read_message(timeout=left)
         raw = msg.get("params")
         params: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if params.get("job_id"):

@@ -82,14 +82,6 @@ class ScriptedSlurm(SlurmClient):
         assert not self.script, f"Slurm calls never made: {list(self.script)}"
 
 
-class FakeSock:
-    def __init__(self) -> None:
-        self.timeouts: list[float | None] = []
-
-    def settimeout(self, value: float | None, /) -> None:
-        self.timeouts.append(value)
-
-
 class FakeDaemon:
     """islurmd as doctor sees it: live jobs, a scripted acquire, cancel; logs every step."""
 
@@ -113,7 +105,7 @@ class FakeDaemon:
 class FakeClient:
     def __init__(self, daemon: FakeDaemon) -> None:
         self.daemon = daemon
-        self.sock = FakeSock()
+        self.timeouts: list[float | None] = []  # of read_message
         self.inbox: deque[dict[str, Any]] = deque()
 
     def call(self, method: str, **params: Any) -> Any:
@@ -140,7 +132,8 @@ class FakeClient:
             return {"target": params["target"], "pending": True}
         raise AssertionError(f"unexpected RPC {method}")
 
-    def read_message(self) -> dict[str, Any]:
+    def read_message(self, timeout: float | None = None) -> dict[str, Any]:
+        self.timeouts.append(timeout)
         if not self.inbox:
             raise TimeoutError("timed out")
         return self.inbox.popleft()
@@ -683,11 +676,11 @@ def test_no_answer_in_time_fails_and_cancels_the_pending_job(home: Path) -> None
     daemon = FakeDaemon(acquire=[progress("job 12 is PENDING (Resources)", "12")])
     daemon.submits = "12"
     d, said = make_doctor(home, slurm_knows(), daemon)
-    lease_socks: list[FakeSock] = []
+    leases: list[FakeClient] = []
 
     def connect() -> FakeClient:
         client = daemon.connect()
-        lease_socks.append(client.sock)
+        leases.append(client)
         return client
 
     d.connect = connect
@@ -695,8 +688,8 @@ def test_no_answer_in_time_fails_and_cancels_the_pending_job(home: Path) -> None
     assert c.status is dc.Status.FAIL and c.detail == "not ready after 5 s"
     assert "squeue -j 12" in c.fix
     assert said == ["job 12 is PENDING (Resources)"]
-    assert all(t is not None and 0 < t <= 15 for t in lease_socks[1].timeouts)
-    assert lease_socks[1].timeouts
+    assert all(t is not None and 0 < t <= 15 for t in leases[1].timeouts)
+    assert leases[1].timeouts
     assert 'session.cancel {"target": "12"}' in daemon.log
 
 
