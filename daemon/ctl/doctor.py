@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from islurm.config import paths
 from islurm.config.text import terminal_safe
-from islurm.daemon.ctl.common import EXIT  # islurmctl's exit codes (main re-exports them)
+from islurm.daemon.ctl.exits import Exit
 
 if TYPE_CHECKING:
     from islurm.daemon.ctl.doctor_checks import Check
@@ -109,12 +109,12 @@ def print_check(c: Check) -> None:
     print(terminal_safe(format_check(c)), flush=True)
 
 
-def exit_code(checks: list[Check]) -> int:
-    """0 unless something failed; else the exit code of the first failure's kind."""
+def exit_code(checks: list[Check]) -> Exit:
+    """OK unless something failed; else the exit code of the first failure's kind."""
     for c in checks:
         if c.status.value == "fail":
-            return EXIT.get(c.kind, EXIT["error"])
-    return EXIT["ok"]
+            return Exit.__members__.get(c.kind.upper(), Exit.ERROR)
+    return Exit.OK
 
 
 def run(doctor: Doctor, emit: Callable[[Check], None]) -> list[Check]:

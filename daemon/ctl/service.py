@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from islurm.config import paths
-from islurm.daemon.ctl.common import EXIT, Fail  # the same Fail islurmctl main catches
+from islurm.daemon.ctl.common import Fail  # the same Fail islurmctl main catches
+from islurm.daemon.ctl.exits import Exit
 from islurm.daemon.ctl.systemd import (
     SystemctlResult,
     SystemdUnavailable,
@@ -37,9 +38,9 @@ def _must(*args: str) -> SystemctlResult:
     try:
         result = systemctl(*args)
     except SystemdUnavailable as exc:
-        raise Fail(EXIT["error"], str(exc)) from None
+        raise Fail(Exit.ERROR, str(exc)) from None
     if result.returncode != 0:
-        raise Fail(EXIT["error"], f"`systemctl --user {' '.join(args)}`: {result.detail}")
+        raise Fail(Exit.ERROR, f"`systemctl --user {' '.join(args)}`: {result.detail}")
     return result
 
 
@@ -65,7 +66,7 @@ def daemon_lock(sock: str) -> Iterator[int | None]:
             stopped = lock.take_over(fd, sock, HANDOVER_TIMEOUT, announce=_say_stopping)
         except lock.HandoverFailed as exc:
             raise Fail(
-                EXIT["error"], f"{exc}; stop it, then run `islurmctl service install` again"
+                Exit.ERROR, f"{exc}; stop it, then run `islurmctl service install` again"
             ) from None
         yield stopped
     finally:
@@ -93,7 +94,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     try:
         units = render(daemon_argv(), os.environ.get("PATH", ""))
     except ValueError as exc:
-        raise Fail(EXIT["error"], str(exc)) from None
+        raise Fail(Exit.ERROR, str(exc)) from None
     directory = unit_dir()
     changed, replaced = [], []
     for name, text in units.items():
@@ -103,7 +104,7 @@ def cmd_install(args: argparse.Namespace) -> int:
                 changed.append(name)
                 replaced += [name] if existed else []
         except OSError as exc:
-            raise Fail(EXIT["error"], f"cannot write {directory / name}: {exc}") from None
+            raise Fail(Exit.ERROR, f"cannot write {directory / name}: {exc}") from None
     for name in units:
         print(f"{'wrote' if name in changed else 'unchanged'} {directory / name}")
     try:
@@ -121,7 +122,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         with daemon_lock(paths.systemd_socket_path()):
             _must("enable", "--now", SOCKET_UNIT)
     except OSError as exc:
-        raise Fail(EXIT["error"], f"cannot take over from islurmd: {exc}") from None
+        raise Fail(Exit.ERROR, f"cannot take over from islurmd: {exc}") from None
     if SERVICE_UNIT in replaced:
         _must("try-restart", SERVICE_UNIT)  # a running islurmd picks up the new ExecStart
     print(f"enabled {SOCKET_UNIT}: systemd starts islurmd on the first connect")
@@ -156,7 +157,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             print(f"not installed: {f}")
         except OSError as exc:
-            raise Fail(EXIT["error"], f"cannot remove {f}: {exc}") from None
+            raise Fail(Exit.ERROR, f"cannot remove {f}: {exc}") from None
     if reachable:
         _must("daemon-reload")
     print("islurm-proxy starts islurmd on demand from now on")

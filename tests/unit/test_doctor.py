@@ -21,7 +21,7 @@ import structlog
 from islurm.daemon.ctl import doctor
 from islurm.daemon.ctl import doctor_checks as dc
 from islurm.daemon.ctl.client import DaemonUnreachable, RpcError
-from islurm.daemon.ctl.main import EXIT
+from islurm.daemon.ctl.main import Exit
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
 from islurm.daemon.slurm.parse import SqueueRow
 from islurm.daemon.slurm.submission import sbatch_options
@@ -822,7 +822,7 @@ def test_full_run_tests_the_first_profile_that_passed(ready_user: Path) -> None:
     checks = doctor.run(d, emit=lambda c: None)
     assert [c.check for c in checks][-3:] == ["profile bad", "profile short", "test job (short)"]
     assert checks[-1].status is dc.Status.OK
-    assert doctor.exit_code(checks) == EXIT["error"]
+    assert doctor.exit_code(checks) == Exit.ERROR
     slurm.check()
 
 
@@ -832,7 +832,7 @@ def test_slurm_unreachable_skips_profiles_and_exits_slurm_unreachable(ready_user
     checks = doctor.run(d, emit=lambda c: None)
     assert [c.check for c in checks] == [*NAMES, "profiles"]
     assert checks[-1].status is dc.Status.WARN and "Slurm" in checks[-1].detail
-    assert doctor.exit_code(checks) == EXIT["slurm_unreachable"]
+    assert doctor.exit_code(checks) == Exit.SLURM_UNREACHABLE
     slurm.check()  # no sbatch --test-only against a controller that is down
 
 
@@ -843,8 +843,8 @@ def test_first_failure_decides_the_exit_code(ready_user: Path) -> None:
     slurm = ScriptedSlurm(("query", SlurmUnreachable(["squeue"], 1, "", UNREACHABLE)))
     d, _ = make_doctor(ready_user, slurm, daemon)
     checks = doctor.run(d, emit=lambda c: None)
-    assert doctor.exit_code(checks) == EXIT["config_invalid"]
-    assert doctor.exit_code(checks[1:]) == EXIT["daemon_unreachable"]
+    assert doctor.exit_code(checks) == Exit.CONFIG_INVALID
+    assert doctor.exit_code(checks[1:]) == Exit.DAEMON_UNREACHABLE
     assert checks[-1] == dc.warn("profiles", "not checked: the config does not load")
 
 
@@ -855,14 +855,14 @@ def test_daemon_down_skips_the_test_job(ready_user: Path) -> None:
     d, _ = make_doctor(ready_user, slurm, daemon, profiles=["short"])
     checks = doctor.run(d, emit=lambda c: None)
     assert checks[-1] == dc.warn("test job", "not run: islurmd does not answer")
-    assert doctor.exit_code(checks) == EXIT["daemon_unreachable"]
+    assert doctor.exit_code(checks) == Exit.DAEMON_UNREACHABLE
 
 
 def test_exit_codes_by_kind() -> None:
     warn = dc.warn("x", "y")
     assert doctor.exit_code([dc.ok("a", "b"), warn]) == 0
     for kind in ("slurm_unreachable", "config_invalid", "daemon_unreachable", "error"):
-        assert doctor.exit_code([warn, dc.fail("a", "b", "c", kind)]) == EXIT[kind]
+        assert doctor.exit_code([warn, dc.fail("a", "b", "c", kind)]) == Exit[kind.upper()]
 
 
 def test_line_format() -> None:
@@ -896,7 +896,7 @@ def test_cmd_doctor_text_output(
     monkeypatch.setattr("islurm.daemon.slurm.client.SlurmCli", lambda: slurm)
     monkeypatch.setattr("islurm.daemon.ctl.client.Client", lambda path: daemon.connect())
     args = argparse.Namespace(socket=None, config=None, profiles=None, quick=True, json=False)
-    assert doctor.cmd_doctor(args) == EXIT["slurm_unreachable"]
+    assert doctor.cmd_doctor(args) == Exit.SLURM_UNREACHABLE
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"ok    config: {ready_user}/.config/islurm/config.toml:")
     assert f"FAIL  slurm: Slurm controller unreachable: {UNREACHABLE}" in lines

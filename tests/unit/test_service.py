@@ -20,7 +20,8 @@ import pytest
 from islurm.config import paths
 from islurm.daemon.ctl import service, systemd
 from islurm.daemon.ctl import units as unit_files
-from islurm.daemon.ctl.common import EXIT, Fail
+from islurm.daemon.ctl.common import Fail
+from islurm.daemon.ctl.exits import Exit
 from islurm.proxyshim import spawn
 
 FAKE_SYSTEMCTL = """\
@@ -407,7 +408,7 @@ def test_install_leaves_a_lock_held_by_something_else_alone(
     os.makedirs(os.path.dirname(sock), mode=0o700)
     other = holders(paths.lock_path(sock), "something-else")
     systemctl.script({"--user show-environment": OK, "--user daemon-reload": OK})
-    assert run("service", "install") == EXIT["error"]
+    assert run("service", "install") == Exit.ERROR
     assert other.poll() is None
     assert "is not islurmd" in capsys.readouterr().err
     assert systemctl.calls() == ["--user show-environment", "--user daemon-reload"]
@@ -420,7 +421,7 @@ def test_install_refuses_a_program_systemd_could_not_run(
     bin_dir.mkdir(parents=True)
     (bin_dir / "python").symlink_to(sys.executable)
     monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
-    assert run("service", "install") == EXIT["error"]
+    assert run("service", "install") == Exit.ERROR
     assert "refuses to run a program" in capsys.readouterr().err
     assert not (env / "config" / "systemd").exists()
 
@@ -439,7 +440,7 @@ def test_install_reports_systemctl_failures_with_their_words(
             ],
         }
     )
-    assert run("service", "install") == EXIT["error"]
+    assert run("service", "install") == Exit.ERROR
     err = capsys.readouterr().err
     assert "systemctl --user enable --now islurmd.socket" in err
     assert "Job for islurmd.socket failed." in err
@@ -594,5 +595,5 @@ def test_status_without_a_user_manager(
 def test_service_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         run("service")
-    assert exc.value.code == EXIT["usage"]
+    assert exc.value.code == Exit.USAGE
     assert "ACTION" in capsys.readouterr().err
