@@ -13,9 +13,11 @@ import pytest
 
 from islurm.daemon.ctl.client import Client, DaemonUnreachable, RpcError
 
+Scripted = tuple[str, list[bytes], list[dict[str, object]]]
+
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[tuple[str, list[bytes], list[dict[str, object]]]]:
+def daemon(tmp_path: Path) -> Iterator[Scripted]:
     """(socket path, lines to send after the first request, requests received)."""
     path = str(tmp_path / "run" / "d.sock")
     (tmp_path / "run").mkdir(mode=0o700)
@@ -39,7 +41,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[str, list[bytes], list[dict[str, ob
     t.join(5)
 
 
-def test_call_skips_notifications_and_returns_the_result(daemon) -> None:
+def test_call_skips_notifications_and_returns_the_result(daemon: Scripted) -> None:
     path, replies, got = daemon
     replies += [
         b'{"jsonrpc":"2.0","method":"session.progress","params":{"message":"x"}}\n',
@@ -54,7 +56,7 @@ def test_call_skips_notifications_and_returns_the_result(daemon) -> None:
     assert got == [{"jsonrpc": "2.0", "id": 1, "method": "session.list", "params": {"all": True}}]
 
 
-def test_an_error_answer_raises_rpc_error_with_its_code(daemon) -> None:
+def test_an_error_answer_raises_rpc_error_with_its_code(daemon: Scripted) -> None:
     path, replies, _ = daemon
     replies.append(b'{"jsonrpc":"2.0","id":1,"error":{"code":1001,"message":"no such profile"}}\n')
     with Client(path, start=False) as rpc, pytest.raises(RpcError) as caught:
@@ -62,7 +64,7 @@ def test_an_error_answer_raises_rpc_error_with_its_code(daemon) -> None:
     assert (caught.value.code, caught.value.message) == (1001, "no such profile")
 
 
-def test_a_garbled_line_is_an_internal_rpc_error(daemon) -> None:
+def test_a_garbled_line_is_an_internal_rpc_error(daemon: Scripted) -> None:
     path, replies, _ = daemon
     replies.append(b"not json\n")
     with Client(path, start=False) as rpc, pytest.raises(RpcError) as caught:
