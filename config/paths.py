@@ -19,13 +19,30 @@ def _home() -> str:
     return os.environ.get("HOME") or os.path.expanduser("~")
 
 
+def xdg_dir(var: str, *default: str) -> str:
+    """$`var` if it is an absolute path (the XDG spec says to ignore a relative one), else
+    the `default` path under the home directory."""
+    value = os.environ.get(var, "")
+    return value if os.path.isabs(value) else os.path.join(_home(), *default)
+
+
+def config_home() -> str:
+    """$XDG_CONFIG_HOME, default ~/.config."""
+    return xdg_dir("XDG_CONFIG_HOME", ".config")
+
+
+def runtime_dir() -> str | None:
+    """$XDG_RUNTIME_DIR if set to an absolute path (it has no default)."""
+    value = os.environ.get("XDG_RUNTIME_DIR", "")
+    return value if os.path.isabs(value) else None
+
+
 def state_dir() -> str:
     """The state dir: readiness records, logs. Shared between login and compute nodes."""
     explicit = os.environ.get("ISLURM_STATE_DIR")
     if explicit:
         return explicit
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(_home(), ".local", "state")
-    return os.path.join(base, "islurm")
+    return os.path.join(xdg_dir("XDG_STATE_HOME", ".local", "state"), "islurm")
 
 
 def config_file() -> str:
@@ -33,8 +50,7 @@ def config_file() -> str:
     explicit = os.environ.get("ISLURM_CONFIG")
     if explicit:
         return explicit
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(_home(), ".config")
-    return os.path.join(base, "islurm", "config.toml")
+    return os.path.join(config_home(), "islurm", "config.toml")
 
 
 def config_dir() -> str:
@@ -63,12 +79,19 @@ def socket_path() -> str:
     explicit = os.environ.get("ISLURM_SOCKET")
     if explicit:
         return explicit
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    runtime = runtime_dir()
     if runtime and os.path.isdir(runtime):
         candidate = os.path.join(runtime, "islurm", "islurmd.sock")
         if len(os.fsencode(candidate)) <= SUN_PATH_MAX:
             return candidate
     return os.path.join(_tmp_socket_dir(), "islurmd.sock")
+
+
+def systemd_socket_path() -> str:
+    """Where islurmd.socket listens (`%t/islurm/islurmd.sock`): %t is the user manager's
+    runtime dir, $XDG_RUNTIME_DIR, which logind makes /run/user/UID."""
+    runtime = runtime_dir() or f"/run/user/{os.getuid()}"
+    return os.path.join(runtime, "islurm", "islurmd.sock")
 
 
 TMP = "/tmp"  # noqa: S108 - every directory islurm uses under it is owner-checked

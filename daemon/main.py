@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from islurm.config.settings import ConfigError, load_settings
     from islurm.daemon import logs, version
     from islurm.daemon.app import Daemon, Options
-    from islurm.daemon.rpc import unix_listener
+    from islurm.daemon.rpc import lock, unix_listener
 
     if args.version:
         print(f"islurmd {version.VERSION}")
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if listener is None:
             paths.ensure_private_dir(os.path.dirname(sock))
             # A daemon on its way out holds the lock until its grace (and a flush) is over.
-            lock_fd = unix_listener.await_lock(sock, settings.daemon.shutdown_grace + 2.0)
+            lock_fd = lock.await_lock(sock, settings.daemon.shutdown_grace + 2.0)
             listener = unix_listener.bind(sock)
             ours = unix_listener.identity(sock)
         else:
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             name = listener.socket.getsockname()
             sock = name if isinstance(name, str) and name else sock
             paths.ensure_private_dir(os.path.dirname(sock))
-            lock_fd = unix_listener.take_over_lock(sock)
-    except unix_listener.AlreadyRunning:
-        log.info("daemon.already_running", socket=sock)
+            lock_fd = lock.take_over_lock(sock)
+    except lock.AlreadyRunning as exc:
+        log.info("daemon.already_running", socket=sock, why=str(exc))
         return 0
     except OSError as exc:
         print(f"islurmd: cannot listen on {sock}: {exc}", file=sys.stderr)

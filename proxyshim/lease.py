@@ -4,20 +4,21 @@ Watched inside the pump's poll loop; it never stalls the bytes."""
 
 import time
 
+from islurm.proxyshim.exits import EXIT_ENDED
 from islurm.proxyshim.jsonline import ProtocolError
 from islurm.proxyshim.rpc import (
-    _ABSENT,
+    ABSENT_ERRNOS,
     DAEMON_SHUTTING_DOWN,
     RECONNECT_EVERY,
     RESPAWN_EVERY,
     Conn,
     DaemonGone,
-    _error_text,
-    _open,
-    _private_dir,
-    _text,
+    as_text,
+    ensure_socket_dir,
+    error_text,
+    open_socket,
 )
-from islurm.proxyshim.splice import EXIT_ENDED, ShimError, report
+from islurm.proxyshim.splice import ShimError, report
 
 
 class Lease:
@@ -68,7 +69,7 @@ class Lease:
     def _handle(self, msg: dict[str, object]) -> int | None:
         if msg.get("method") == "session.ended":
             params = msg.get("params")
-            text = _text(params.get("message")) if isinstance(params, dict) else ""
+            text = as_text(params.get("message")) if isinstance(params, dict) else ""
             report(text or f"job {self._job_id} ended")
             return EXIT_ENDED
         if self._attach_id is not None and msg.get("id") == self._attach_id:
@@ -78,7 +79,7 @@ class Lease:
                 code = error.get("code") if isinstance(error, dict) else None
                 if code != DAEMON_SHUTTING_DOWN:
                     # The daemon does not know the job: retrying will not change its mind.
-                    report(f"cannot re-take the lease on job {self._job_id}: {_error_text(error)}")
+                    report(f"cannot re-take the lease on job {self._job_id}: {error_text(error)}")
                     self._gave_up = True
                 self._drop()
         return None
@@ -112,7 +113,7 @@ class Lease:
         now = time.monotonic()
         self._retry_at = now + RECONNECT_EVERY
         try:
-            sock, err = _open(self._path, blocking=False)
+            sock, err = open_socket(self._path, blocking=False)
         except (OSError, ShimError):
             return
         if err == 0:
@@ -127,10 +128,10 @@ class Lease:
             self._conn, self._attach_id, self._retry_at = conn, attach_id, None
             return
         sock.close()
-        if err in _ABSENT and now - self._spawned_at >= RESPAWN_EVERY:
+        if err in ABSENT_ERRNOS and now - self._spawned_at >= RESPAWN_EVERY:
             self._spawned_at = now
             try:
-                _private_dir(self._path)
+                ensure_socket_dir(self._path)
                 from islurm.proxyshim.spawn import spawn_daemon  # rarely needed
 
                 spawn_daemon(self._path, wait=False)

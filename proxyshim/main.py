@@ -4,7 +4,7 @@ Asks islurmd for a ready session (starting the daemon if nobody listens), prints
 on stderr, then splices stdin/stdout with the job's sshd, holding the RPC connection open as
 the lease on the job (docs/PROTOCOL.md §2). Nothing but SSH bytes ever goes to stdout.
 
-Exit status:
+Exit status (the constants: exits.py):
 
     ====  =====================================================================
     0     the stream ended: the node closed it, or stdout's reader (ssh) left
@@ -150,6 +150,7 @@ def connect_live(
     cancelled or hit its time limit): then islurmd is told, drops it, asks Slurm and answers
     with a live one, submitting anew if the job is gone. The user reads one progress line."""
     from islurm.proxyshim import rpc, splice
+    from islurm.proxyshim.exits import EXIT_NODE
 
     conn, ready = rpc.acquire(socket, profile, timeout)
     for attempt in range(1, STALE_RETRIES + 1):
@@ -162,7 +163,7 @@ def connect_live(
                 raise
             return conn, ready, node
         except splice.ShimError as exc:
-            if exc.code != splice.EXIT_NODE or attempt == STALE_RETRIES:
+            if exc.code != EXIT_NODE or attempt == STALE_RETRIES:
                 conn.close()
                 raise
             conn.close()
@@ -173,11 +174,13 @@ def connect_live(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the shim; return its exit status."""
+    from islurm.proxyshim.exits import EXIT_NODE, EXIT_OK, EXIT_USAGE
+
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
         os.write(2, f"islurm-proxy: {exc}\n{USAGE}".encode())
-        return 2
+        return EXIT_USAGE
     if opts.action == "help":
         os.write(1, HELP.encode())
         return 0
@@ -206,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             code = pump.run(lease)
         finally:
             node.close()
-        if code in (splice.EXIT_OK, splice.EXIT_NODE) and pump.stdin_open:
+        if code in (EXIT_OK, EXIT_NODE) and pump.stdin_open:
             # The node hung up on us (ssh had not finished): ask islurmd whether the job ended,
             # so the user reads "job 42 was cancelled" rather than a bare "connection closed".
             why = lease.explain_end(NODE_HANGUP_WAIT)

@@ -13,14 +13,11 @@ import select
 import sys
 import time
 
+from islurm.config import rpccodes
+from islurm.proxyshim.exits import EXIT_ACQUIRE, EXIT_DAEMON
 from islurm.proxyshim.jsonline import ProtocolError, dumps
 from islurm.proxyshim.jsonline import message as _message
-from islurm.proxyshim.splice import (
-    EXIT_ACQUIRE,
-    EXIT_DAEMON,
-    ShimError,
-    inform,
-)
+from islurm.proxyshim.splice import ShimError, inform
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,9 +29,9 @@ TIMEOUT_GRACE = 30.0  # past the requested --timeout, a daemon that said nothing
 START_TIMEOUT = 10.0  # for a daemon started on demand to listen
 RECONNECT_EVERY = 1.0  # lease lost mid-session: one non-blocking attempt a second
 RESPAWN_EVERY = 10.0  # ... and at most one daemon start per this many seconds
-DAEMON_SHUTTING_DOWN = 1008
+DAEMON_SHUTTING_DOWN = rpccodes.SHUTTING_DOWN
 
-_ABSENT = (errno.ENOENT, errno.ECONNREFUSED)  # nobody listens: start the daemon
+ABSENT_ERRNOS = (errno.ENOENT, errno.ECONNREFUSED)  # nobody listens: start the daemon
 
 
 # -- the connection ---------------------------------------------------------------------------
@@ -115,7 +112,7 @@ def _peer_uid(sock: _socket.socket) -> int:
     return int.from_bytes(cred[4:8], sys.byteorder)
 
 
-def _open(path: str, blocking: bool) -> tuple[_socket.socket, int]:
+def open_socket(path: str, blocking: bool) -> tuple[_socket.socket, int]:
     """A socket and its connect() errno (0: connected to a daemon of ours)."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
@@ -138,24 +135,24 @@ def _open(path: str, blocking: bool) -> tuple[_socket.socket, int]:
     return sock, err
 
 
-def _attempt(path: str) -> Conn | None:
+def attempt(path: str) -> Conn | None:
     """One connect: a Conn, None if nobody listens (start the daemon), else ShimError."""
     try:
-        sock, err = _open(path, blocking=True)
+        sock, err = open_socket(path, blocking=True)
     except OSError as exc:
         raise ShimError(EXIT_DAEMON, f"cannot connect to islurmd at {path}: {exc}") from None
     if err == 0:
         return Conn(sock)
     sock.close()
-    if err not in _ABSENT:
+    if err not in ABSENT_ERRNOS:
         raise ShimError(EXIT_DAEMON, f"cannot connect to islurmd at {path}: {os.strerror(err)}")
     return None
 
 
 def connect(path: str) -> Conn:
     """Connect to islurmd at `path`, starting it if nobody listens there."""
-    _private_dir(path)
-    conn = _attempt(path)
+    ensure_socket_dir(path)
+    conn = attempt(path)
     if conn is not None:
         return conn
     inform("starting islurmd\N{HORIZONTAL ELLIPSIS}")
@@ -175,7 +172,7 @@ def _await_listening(path: str, startup: "Startup") -> Conn:
     delay = 0.01
     while True:
         ended = startup.wait(delay)  # returns early when the daemon listens or exits
-        conn = _attempt(path)
+        conn = attempt(path)
         if conn is not None:
             return conn
         if ended and startup.error():
@@ -195,7 +192,7 @@ def _log_path() -> str:
     return os.path.join(paths.log_dir(), "islurmd.log")
 
 
-def _private_dir(path: str) -> None:
+def ensure_socket_dir(path: str) -> None:
     """The socket's directory: created 0700, refused unless it is the user's (PROTOCOL §1)."""
     from islurm.config import paths
 
@@ -261,7 +258,7 @@ def acquire(
     )
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
@@ -292,14 +289,14 @@ def _await_ready(conn: Conn, req_id: int, timeout: float | None) -> Ready:
             if isinstance(error, dict) and error.get("code") == DAEMON_SHUTTING_DOWN:
                 raise DaemonStopping
             if error is not None:
-                raise ShimError(EXIT_ACQUIRE, _error_text(error))
+                raise ShimError(EXIT_ACQUIRE, error_text(error))
             answered = True
             continue
         params = msg.get("params")
         if not isinstance(params, dict):
             params = {}
         if method == "session.progress":
-            text = _text(params.get("message"))
+            text = as_text(params.get("message"))
             if text and text != shown:
                 inform(text)
                 shown = text
@@ -308,13 +305,13 @@ def _await_ready(conn: Conn, req_id: int, timeout: float | None) -> Ready:
         elif method == "session.failed" and params.get("code") == DAEMON_SHUTTING_DOWN:
             raise DaemonStopping
         elif method in ("session.failed", "session.ended"):
-            raise ShimError(EXIT_ACQUIRE, _text(params.get("message")) or "the session failed")
+            raise ShimError(EXIT_ACQUIRE, as_text(params.get("message")) or "the session failed")
         # Anything else is a notification from a newer daemon: ignore it.
 
 
-def _error_text(error: object) -> str:
+def error_text(error: object) -> str:
     if isinstance(error, dict):
-        text = _text(error.get("message"))
+        text = as_text(error.get("message"))
         if text:
             return text
         return f"islurmd refused: error {error.get('code')}"
@@ -335,4 +332,6 @@ def _ready(params: dict[str, object]) -> Ready:
         and 0 < port < 65536
     ):
         raise ShimError(EXIT_ACQUIRE, f"islurmd sent an invalid session.ready: {dumps(params)}")
-    return Ready(job_id, _text(params.get("node")) or host, host, port, _text(params.get("lease")))
+    return Ready(
+        job_id, as_text(params.get("node")) or host, host, port, as_text(params.get("lease"))
+    )

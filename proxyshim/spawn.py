@@ -11,8 +11,9 @@ import select
 import sys
 import time
 
+from islurm.proxyshim.exits import EXIT_DAEMON
 from islurm.proxyshim.jsonline import loads
-from islurm.proxyshim.splice import EXIT_DAEMON, ShimError
+from islurm.proxyshim.splice import ShimError
 
 STARTUP_STDERR_ENV = "ISLURM_STARTUP_STDERR"  # "1": fd 2 is the starter's pipe until listening
 KEEP_STDERR = 8192  # bytes of the daemon's start-up stderr kept (its tail)
@@ -20,17 +21,26 @@ SHOW_CHARS = 1000  # at most this much of it in the message
 
 
 def daemon_argv() -> list[str]:
-    """How to run islurmd: $ISLURM_DAEMON_CMD (a JSON list of strings), else this Python."""
+    """How to run islurmd, for the shim and for `islurmctl service install` alike:
+    $ISLURM_DAEMON_CMD (a JSON list of strings), else the islurmd script beside this Python
+    (symlinks kept: the venv is found through them), else this Python running the daemon
+    module. ValueError if none of these can be told."""
     raw = os.environ.get("ISLURM_DAEMON_CMD")
-    if not raw:
-        return [sys.executable, "-m", "islurm.daemon.main"]
-    try:
-        argv = loads(raw)
-    except ValueError:
-        argv = None
-    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
-        raise ShimError(EXIT_DAEMON, "ISLURM_DAEMON_CMD must be a JSON list of strings")
-    return argv
+    if raw:
+        try:
+            argv = loads(raw)
+        except ValueError:
+            argv = None
+        if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+            raise ValueError("ISLURM_DAEMON_CMD must be a JSON list of strings")
+        return argv
+    if not sys.executable:
+        raise ValueError("cannot tell which Python runs islurm (sys.executable is empty)")
+    python = os.path.abspath(sys.executable)
+    script = os.path.join(os.path.dirname(python), "islurmd")
+    if os.path.isfile(script) and os.access(script, os.X_OK):
+        return [script]
+    return [python, "-m", "islurm.daemon.main"]
 
 
 class Startup:
@@ -95,7 +105,10 @@ def spawn_daemon(path: str, wait: bool) -> Startup:
     start-up stderr to watch; without, its stderr is /dev/null too. Several shims may race
     here: the daemon takes a lock and the losers exit.
     """
-    argv = daemon_argv()
+    try:
+        argv = daemon_argv()
+    except ValueError as exc:
+        raise ShimError(EXIT_DAEMON, str(exc)) from None
     # A close-on-exec pipe: EOF means the exec worked, bytes are the error that stopped it.
     status_r, status_w = os.pipe()
     err_r, err_w = os.pipe() if wait else (-1, -1)

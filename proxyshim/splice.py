@@ -5,7 +5,8 @@ pipes) moves with zero-copy ``os.splice``; anything else (socketpairs, ttys, fil
 plain read/write loop. Every transfer is non-blocking: a *blocking* splice from a socket into
 a pipe holds the pipe's lock while it waits and hangs ssh (engineering notes, "The shim").
 
-Also home of what the shim's modules share: exit codes, `ShimError` and the stderr writers.
+Also home of what the shim's modules share: `ShimError` and the stderr writers (exit codes:
+exits.py).
 Stdlib only and import-light (`_socket`, never `socket`): the shim starts on every ssh.
 """
 
@@ -17,6 +18,7 @@ import stat
 import time
 
 from islurm.config.text import terminal_safe
+from islurm.proxyshim.exits import EXIT_NODE, EXIT_OK
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,14 +40,6 @@ if TYPE_CHECKING:
         def tick(self) -> None:
             """Timed work: reconnecting to the daemon."""
 
-
-# Exit codes (the table is in main.py's docstring).
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_DAEMON = 3
-EXIT_ACQUIRE = 4
-EXIT_NODE = 5
-EXIT_ENDED = 6
 
 NODE_CONNECT_TIMEOUT = 10.0
 F_SETPIPE_SZ = 1031  # Linux fcntl; unprivileged callers may go up to /proc/sys/fs/pipe-max-size

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from islurm.config import paths
 from islurm.config.text import terminal_safe
-from islurm.daemon.ctl.common import EXIT  # islurmctl's exit codes (main re-exports them)
+from islurm.daemon.ctl.exits import Exit
 
 if TYPE_CHECKING:
     from islurm.daemon.ctl.doctor_checks import Check
@@ -26,17 +26,11 @@ TEST_JOB_TIMEOUT = 120.0
 BANNER_TIMEOUT = 10.0
 
 
-class _Timeouts(Protocol):
-    def settimeout(self, value: float | None, /) -> None: ...
-
-
 class RpcClient(Protocol):
     """What doctor needs of islurmctl's Client (ctl/client.py); tests pass a scripted one."""
 
-    @property
-    def sock(self) -> _Timeouts: ...
     def call(self, method: str, **params: Any) -> Any: ...
-    def read_message(self) -> dict[str, Any]: ...
+    def read_message(self, timeout: float | None = None) -> dict[str, Any]: ...
     def wait_notification(self, method: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -115,12 +109,12 @@ def print_check(c: Check) -> None:
     print(terminal_safe(format_check(c)), flush=True)
 
 
-def exit_code(checks: list[Check]) -> int:
-    """0 unless something failed; else the exit code of the first failure's kind."""
+def exit_code(checks: list[Check]) -> Exit:
+    """OK unless something failed; else the exit code of the first failure's kind."""
     for c in checks:
         if c.status.value == "fail":
-            return EXIT.get(c.kind, EXIT["error"])
-    return EXIT["ok"]
+            return Exit.__members__.get(c.kind.upper(), Exit.ERROR)
+    return Exit.OK
 
 
 def run(doctor: Doctor, emit: Callable[[Check], None]) -> list[Check]:
@@ -293,8 +287,7 @@ def _wait_ready(
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
-        lease.sock.settimeout(left)
-        msg = lease.read_message()
+        msg = lease.read_message(timeout=left)
         raw = msg.get("params")
         params: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if params.get("job_id"):

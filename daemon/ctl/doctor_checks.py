@@ -49,7 +49,7 @@ class Check:
     status: Status
     detail: str
     fix: str = ""
-    kind: str = "error"  # the islurmctl EXIT key a failure maps to
+    kind: str = "error"  # the islurmctl Exit a failure maps to, lower-case
 
     def as_json(self) -> dict[str, str]:
         return {

@@ -1,6 +1,6 @@
 """`islurmctl`: the user's command line for islurm sessions on the login node.
 
-Exit codes (one table, see EXIT below) are stable for scripts; `--json` gives machine output."""
+Exit codes (one table: exits.py) are stable for scripts; `--json` gives machine output."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from typing import Any
 from islurm.config import paths
 from islurm.config.text import terminal_safe
 from islurm.daemon.ctl import doctor, service, sessions
-from islurm.daemon.ctl.common import EXIT, RPC_TO_EXIT, Fail, call, connect, exit_for
+from islurm.daemon.ctl.common import Fail, call, connect
+from islurm.daemon.ctl.exits import Exit, exit_for
 
-__all__ = ["EXIT", "RPC_TO_EXIT", "Fail", "main"]
+__all__ = ["Exit", "Fail", "main"]
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
@@ -67,7 +68,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     target = "--all" if args.all else args.target
     if not target:
-        raise Fail(EXIT["usage"], "say what to cancel: a profile, a job id, or --all")
+        raise Fail(Exit.USAGE, "say what to cancel: a profile, a job id, or --all")
     with connect(args) as rpc:
         try:
             rpc.call("session.cancel", target=target)
@@ -92,7 +93,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     if result.get("error"):
-        raise Fail(EXIT["config_invalid"], f"{result['error']} (islurmd keeps its previous config)")
+        raise Fail(Exit.CONFIG_INVALID, f"{result['error']} (islurmd keeps its previous config)")
     if not args.json:
         print(terminal_safe(f"islurmd reloaded {result.get('config')}"))
     return 0
@@ -125,7 +126,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config or paths.config_file())
     except (ConfigError, OSError) as exc:
-        raise Fail(EXIT["config_invalid"], str(exc)) from None
+        raise Fail(Exit.CONFIG_INVALID, str(exc)) from None
     profiles = {n: asdict(p) for n, p in sorted(settings.profiles.items())}
     if args.json:
         print(json.dumps(profiles, indent=2))
@@ -151,18 +152,18 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
 
     if not args.local and not args.login:
         raise Fail(
-            EXIT["usage"],
+            Exit.USAGE,
             "give --login HOST (config for your laptop) or --local "
             "(config used on the login node itself)",
         )
     try:
         settings = load_settings(args.config or paths.config_file())
     except (ConfigError, OSError) as exc:
-        raise Fail(EXIT["config_invalid"], str(exc)) from None
+        raise Fail(Exit.CONFIG_INVALID, str(exc)) from None
     profiles = args.profile or sorted(settings.profiles)
     unknown = [p for p in profiles if p not in settings.profiles]
     if unknown:
-        raise Fail(EXIT["not_found"], f"unknown profile(s): {', '.join(unknown)}")
+        raise Fail(Exit.NOT_FOUND, f"unknown profile(s): {', '.join(unknown)}")
     known = args.known_hosts or os.path.join(paths.config_dir(), "known_hosts")
     if args.local:
         sessions.ensure_known_hosts(known)  # where the login node's ssh will read it
@@ -192,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="islurmctl",
         description="Manage your islurm sessions (interactive SSH sessions in Slurm jobs).",
-        epilog="Exit codes: " + ", ".join(f"{v} {k}" for k, v in EXIT.items()),
+        epilog="Exit codes: " + ", ".join(f"{e.value} {e.name.lower()}" for e in Exit),
     )
     p.add_argument("--socket", help="islurmd's socket (default: the per-user one)")
     p.add_argument("--config", help="config file (default: ~/.config/islurm/config.toml)")
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         if topic:
             parser.parse_args([topic, "--help"])
         parser.print_help()
-        return 0 if args.command == "help" else EXIT["usage"]
+        return 0 if args.command == "help" else Exit.USAGE
     try:
         code: int = args.fn(args)
         return code

@@ -1,80 +1,36 @@
 """`islurmctl service install|uninstall|status`: systemd --user socket activation for islurmd.
 
-Optional: without it islurm-proxy starts islurmd on demand. This module is islurm's one
-interface to systemctl (`systemctl --user`, argv lists, bounded by a timeout)."""
+Optional: without it islurm-proxy starts islurmd on demand. systemctl is run by systemd.py,
+the units are rendered by units.py."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from islurm.config import paths
-from islurm.config.files import write_text_atomic
-from islurm.daemon.ctl.common import EXIT, Fail  # the same Fail islurmctl main catches
+from islurm.daemon.ctl.common import Fail  # the same Fail islurmctl main catches
+from islurm.daemon.ctl.exits import Exit
+from islurm.daemon.ctl.systemd import (
+    SystemctlResult,
+    SystemdUnavailable,
+    parse_show,
+    probe,
+    systemctl,
+)
+from islurm.daemon.ctl.units import SERVICE_UNIT, SOCKET_UNIT, UNITS, render, unit_dir
+from islurm.daemon.ctl.units import write_atomically as write_unit
+from islurm.daemon.rpc import lock
+from islurm.proxyshim.spawn import daemon_argv
 
-SOCKET_UNIT = "islurmd.socket"
-SERVICE_UNIT = "islurmd.service"
-UNITS = (SOCKET_UNIT, SERVICE_UNIT)
-SYSTEMCTL_TIMEOUT = 30.0
-PROBE_TIMEOUT = 5.0
 # How long to wait for an on-demand islurmd to exit before the socket unit takes its place.
 HANDOVER_TIMEOUT = 15.0
 LINGER_HINT = "loginctl enable-linger"
-
-
-class SystemdUnavailable(Exception):
-    """`systemctl --user` cannot reach a user manager here; the message says why."""
-
-
-@dataclass(frozen=True)
-class SystemctlResult:
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def detail(self) -> str:
-        return self.stderr.strip() or self.stdout.strip() or f"exit code {self.returncode}"
-
-
-def systemctl(*args: str, timeout: float = SYSTEMCTL_TIMEOUT) -> SystemctlResult:
-    """Run `systemctl --user ARGS` (found on PATH); raise SystemdUnavailable if it cannot run."""
-    exe = shutil.which("systemctl")
-    if exe is None:
-        raise SystemdUnavailable("systemctl is not installed (not on PATH)")
-    argv = [exe, "--user", *args]
-    try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, check=False, errors="replace"
-        )
-    except subprocess.TimeoutExpired:
-        raise SystemdUnavailable(
-            f"`systemctl --user {' '.join(args)}` did not answer in {timeout:g} s"
-        ) from None
-    except OSError as exc:
-        raise SystemdUnavailable(f"cannot run {exe}: {exc}") from None
-    return SystemctlResult(argv, proc.returncode, proc.stdout, proc.stderr)
-
-
-def probe() -> None:
-    """Raise SystemdUnavailable unless a user manager answers (no systemd, no D-Bus, ...)."""
-    result = systemctl("show-environment", timeout=PROBE_TIMEOUT)
-    if result.returncode != 0:
-        raise SystemdUnavailable(f"`systemctl --user show-environment`: {result.detail}")
 
 
 def _must(*args: str) -> SystemctlResult:
@@ -82,118 +38,13 @@ def _must(*args: str) -> SystemctlResult:
     try:
         result = systemctl(*args)
     except SystemdUnavailable as exc:
-        raise Fail(EXIT["error"], str(exc)) from None
+        raise Fail(Exit.ERROR, str(exc)) from None
     if result.returncode != 0:
-        raise Fail(EXIT["error"], f"`systemctl --user {' '.join(args)}`: {result.detail}")
+        raise Fail(Exit.ERROR, f"`systemctl --user {' '.join(args)}`: {result.detail}")
     return result
 
 
-# -- rendering --------------------------------------------------------------------------------
-
-
-def daemon_argv() -> list[str]:
-    """The installed islurmd beside this Python (symlinks kept: the venv is found through
-    them), else this Python running the daemon module."""
-    if not sys.executable:
-        raise ValueError("cannot tell which Python runs islurmctl (sys.executable is empty)")
-    python = os.path.abspath(sys.executable)
-    script = os.path.join(os.path.dirname(python), "islurmd")
-    if os.path.isfile(script) and os.access(script, os.X_OK):
-        return [script]
-    return [python, "-m", "islurm.daemon.main"]
-
-
-def _check_text(value: str) -> None:
-    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
-        raise ValueError(f"control characters cannot be written into a unit file: {value!r}")
-
-
-def quote_word(word: str) -> str:
-    """One argument of an Exec*= line as systemd reads it: %-specifiers and $VARIABLES are
-    escaped, words with blanks, quotes or backslashes are double-quoted (C escapes inside)."""
-    _check_text(word)
-    text = word.replace("%", "%%").replace("$", "$$")
-    if text and not any(c in " \"'\\;" for c in text):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def quote_program(path: str) -> str:
-    """The program of an Exec*= line: systemd expands %-specifiers in it but not $, and
-    refuses (fatally) a program path holding a quote, a backslash or a control character."""
-    if not os.path.isabs(path):
-        raise ValueError(f"systemd needs an absolute program path, got {path!r}")
-    if any(c in "\"'\\" or ord(c) < 0x20 or c == "\x7f" for c in path):
-        raise ValueError(
-            f"systemd refuses to run a program whose path holds a quote, a backslash or a "
-            f"control character: {path!r} (move islurm elsewhere, or rely on islurm-proxy "
-            "starting islurmd on demand)"
-        )
-    text = path.replace("%", "%%")
-    return f'"{text}"' if any(c.isspace() or c == ";" for c in text) else text
-
-
-def exec_line(argv: list[str]) -> str:
-    if not argv:
-        raise ValueError("ExecStart needs a program")
-    return " ".join([quote_program(argv[0]), *(quote_word(a) for a in argv[1:])])
-
-
-def service_path_value(path_env: str) -> str:
-    """PATH for the unit, escaped for `Environment="PATH=..."`: absolute entries only (a
-    relative one would resolve against the daemon's working directory), first one wins."""
-    seen: list[str] = []
-    for entry in path_env.split(os.pathsep):
-        if os.path.isabs(entry) and entry not in seen and entry.isprintable():
-            seen.append(entry)
-    value = os.pathsep.join(seen or ["/usr/local/bin", "/usr/bin", "/bin"])
-    return value.replace("%", "%%").replace("\\", "\\\\").replace('"', '\\"')
-
-
-def template(name: str) -> str:
-    return (resources.files("islurm.config") / "systemd" / name).read_text(encoding="utf-8")
-
-
-def render(argv: list[str], path_env: str) -> dict[str, str]:
-    """Both unit files' text, placeholders filled in."""
-    service = template(SERVICE_UNIT)
-    service = service.replace("@ISLURMD@", exec_line(argv))
-    service = service.replace("@PATH@", service_path_value(path_env))
-    return {SOCKET_UNIT: template(SOCKET_UNIT), SERVICE_UNIT: service}
-
-
-def unit_dir() -> Path:
-    """$XDG_CONFIG_HOME/systemd/user (default ~/.config/systemd/user)."""
-    base = os.environ.get("XDG_CONFIG_HOME", "")
-    if not os.path.isabs(base):  # the XDG spec says to ignore a relative value
-        base = os.path.join(os.environ.get("HOME") or os.path.expanduser("~"), ".config")
-    return Path(base) / "systemd" / "user"
-
-
-def write_atomically(path: Path, text: str) -> bool:
-    """Write `path` via a temporary file and rename; return whether its content changed."""
-    with contextlib.suppress(OSError):
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(str(path), text, 0o644)
-    return True
-
-
 # -- hand-over from an on-demand islurmd --------------------------------------------------------
-
-
-def unit_socket_path() -> str:
-    """Where islurmd.socket listens: %t is the user manager's $XDG_RUNTIME_DIR."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-    return os.path.join(runtime, "islurm", "islurmd.sock")
-
-
-def _islurm_pid(pid: int) -> bool:
-    try:
-        return b"islurm" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager
@@ -209,45 +60,21 @@ def daemon_lock(sock: str) -> Iterator[int | None]:
         yield None  # no runtime dir: no daemon can be listening there
         return
     paths.ensure_private_dir(os.path.dirname(sock))
-    fd = os.open(paths.lock_path(sock), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = lock.open_lock(sock)
     try:
-        stopped = _take_over(fd, sock)
+        try:
+            stopped = lock.take_over(fd, sock, HANDOVER_TIMEOUT, announce=_say_stopping)
+        except lock.HandoverFailed as exc:
+            raise Fail(
+                Exit.ERROR, f"{exc}; stop it, then run `islurmctl service install` again"
+            ) from None
         yield stopped
     finally:
         os.close(fd)
 
 
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _take_over(fd: int, sock: str) -> int | None:
-    if _try_lock(fd):
-        return None
-    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    pid = int(text) if text.isdigit() else 0
-    if pid <= 0 or not _islurm_pid(pid):
-        raise Fail(
-            EXIT["error"],
-            f"{paths.lock_path(sock)} is locked by a process that is not islurmd "
-            f"(pid {text or '?'}); stop it, then run `islurmctl service install` again",
-        )
+def _say_stopping(pid: int) -> None:
     print(f"stopping the on-demand islurmd (pid {pid}); open sessions re-attach on their own")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + HANDOVER_TIMEOUT
-    while not _try_lock(fd):
-        if time.monotonic() > deadline:
-            raise Fail(
-                EXIT["error"],
-                f"islurmd (pid {pid}) on {sock} did not stop within {HANDOVER_TIMEOUT:g} s",
-            )
-        time.sleep(0.05)
-    return pid
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -267,17 +94,17 @@ def cmd_install(args: argparse.Namespace) -> int:
     try:
         units = render(daemon_argv(), os.environ.get("PATH", ""))
     except ValueError as exc:
-        raise Fail(EXIT["error"], str(exc)) from None
+        raise Fail(Exit.ERROR, str(exc)) from None
     directory = unit_dir()
     changed, replaced = [], []
     for name, text in units.items():
         try:
             existed = (directory / name).exists()
-            if write_atomically(directory / name, text):
+            if write_unit(directory / name, text):
                 changed.append(name)
                 replaced += [name] if existed else []
         except OSError as exc:
-            raise Fail(EXIT["error"], f"cannot write {directory / name}: {exc}") from None
+            raise Fail(Exit.ERROR, f"cannot write {directory / name}: {exc}") from None
     for name in units:
         print(f"{'wrote' if name in changed else 'unchanged'} {directory / name}")
     try:
@@ -292,10 +119,10 @@ def cmd_install(args: argparse.Namespace) -> int:
         return 0
     _must("daemon-reload")
     try:
-        with daemon_lock(unit_socket_path()):
+        with daemon_lock(paths.systemd_socket_path()):
             _must("enable", "--now", SOCKET_UNIT)
     except OSError as exc:
-        raise Fail(EXIT["error"], f"cannot take over from islurmd: {exc}") from None
+        raise Fail(Exit.ERROR, f"cannot take over from islurmd: {exc}") from None
     if SERVICE_UNIT in replaced:
         _must("try-restart", SERVICE_UNIT)  # a running islurmd picks up the new ExecStart
     print(f"enabled {SOCKET_UNIT}: systemd starts islurmd on the first connect")
@@ -330,21 +157,11 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             print(f"not installed: {f}")
         except OSError as exc:
-            raise Fail(EXIT["error"], f"cannot remove {f}: {exc}") from None
+            raise Fail(Exit.ERROR, f"cannot remove {f}: {exc}") from None
     if reachable:
         _must("daemon-reload")
     print("islurm-proxy starts islurmd on demand from now on")
     return 0
-
-
-def parse_show(text: str) -> dict[str, dict[str, str]]:
-    """`systemctl show -p ... UNIT...` output: KEY=VALUE blocks, one per unit, by Id."""
-    units: dict[str, dict[str, str]] = {}
-    for block in text.strip().split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if "Id" in props:
-            units[props["Id"]] = props
-    return units
 
 
 def status_info(client_socket: str) -> dict[str, Any]:
@@ -393,7 +210,7 @@ def status_info(client_socket: str) -> dict[str, Any]:
     if info["systemd"][SOCKET_UNIT]["active"] == "active":
         info["mode"], info["description"] = "systemd", "systemd socket activation"
         listen = shown[SOCKET_UNIT].get("Listen", "").rsplit(" (", 1)[0]
-        info["socket"] = listen or unit_socket_path()
+        info["socket"] = listen or paths.systemd_socket_path()
         if listen and listen != client_socket:
             info["warning"] = (
                 f"clients here look for islurmd at {client_socket}, not at {listen} "

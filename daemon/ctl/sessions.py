@@ -12,7 +12,8 @@ from islurm.config import paths
 from islurm.config.files import write_text_atomic
 from islurm.config.sshconfig import HOST_PREFIX, ProxySpec, ssh_argv
 from islurm.config.text import terminal_safe
-from islurm.daemon.ctl.common import EXIT, Fail, connect, exit_for
+from islurm.daemon.ctl.common import Fail, connect
+from islurm.daemon.ctl.exits import Exit, exit_for
 
 
 def _ssh_to(profile: str, command: list[str]) -> list[str]:
@@ -32,8 +33,8 @@ def _exec_ssh(argv: list[str]) -> int:
     try:
         exec_ssh(argv)
     except OSError as exc:
-        raise Fail(EXIT["error"], f"cannot run ssh: {exc}") from None
-    return EXIT["error"]  # exec_ssh returns only on failure
+        raise Fail(Exit.ERROR, f"cannot run ssh: {exc}") from None
+    return Exit.ERROR  # exec_ssh returns only on failure
 
 
 def ensure_known_hosts(path: str | None = None) -> str:

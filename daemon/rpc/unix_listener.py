@@ -1,10 +1,10 @@
-"""The daemon's Unix socket: private dir, 0600 socket, one daemon per socket, peer uid checks."""
+"""The daemon's Unix socket: private dir, 0600 socket, peer uid checks (one daemon per
+socket: lock.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import socket as stdsocket
 import struct
@@ -12,53 +12,9 @@ import struct
 import trio
 
 from islurm.config import paths
+from islurm.daemon.rpc.lock import AlreadyRunning, answers
 
 SD_LISTEN_FDS_START = 3
-
-
-class AlreadyRunning(Exception):
-    """Another islurmd serves this socket."""
-
-
-def take_lock(sock_path: str) -> int:
-    """Hold islurmd.lock for the daemon's life; raise AlreadyRunning if another daemon has it."""
-    fd = os.open(paths.lock_path(sock_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise AlreadyRunning(sock_path) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def await_lock(sock_path: str, wait: float) -> int:
-    """take_lock, waiting up to `wait` s while the holder does not answer on the socket: a
-    daemon that is shutting down still holds the lock for its grace period, and the shim
-    that started us must find us listening once it is gone. A daemon that answers wins."""
-    import time
-
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return take_lock(sock_path)
-        except AlreadyRunning:
-            if time.monotonic() >= deadline or _answers(sock_path):
-                raise
-        time.sleep(0.05)
-
-
-def _answers(path: str) -> bool:
-    probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def bind(sock_path: str) -> trio.SocketListener:
@@ -68,7 +24,7 @@ def bind(sock_path: str) -> trio.SocketListener:
             errno.ENAMETOOLONG, f"socket path longer than {paths.SUN_PATH_MAX} bytes", sock_path
         )
     if os.path.exists(sock_path):
-        if _answers(sock_path):
+        if answers(sock_path):
             raise AlreadyRunning(sock_path)
         os.unlink(sock_path)
     raw = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
@@ -129,30 +85,3 @@ def remove_socket(sock_path: str, ours: tuple[int, int] | None) -> None:
     if ours is not None and identity(sock_path) == ours:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
-
-
-def take_over_lock(sock_path: str, wait: float = 10.0) -> int:
-    """Under systemd: take the lock from an on-demand daemon (asked to stop: its shims
-    re-attach to us), so two daemons never serve one user on one node."""
-    import signal
-    import time
-
-    deadline = time.monotonic() + wait
-    asked = False
-    while True:
-        try:
-            return take_lock(sock_path)
-        except AlreadyRunning:
-            if time.monotonic() >= deadline:
-                raise
-        if not asked:
-            asked = True
-            try:
-                with open(paths.lock_path(sock_path), encoding="ascii") as f:
-                    pid = int(f.read().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid > 0 and pid != os.getpid():
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGTERM)
-        time.sleep(0.05)

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from islurm.daemon.ctl import service
+from islurm.daemon.ctl import units as unit_files
 from tests.e2e.conftest import User
 
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
@@ -186,7 +186,7 @@ def test_exec_start_quoting_holds_for_a_path_with_blanks_and_specials(
     islurmd.symlink_to(f"{user.prefix}/share/islurm/venv/bin/islurmd")
     units = _mkdir_for(user, user_dir / "units")
     path_env = f'/opt/slurm 1/bin:/opt/"q"/50%/$x:{odd}:/usr/bin:/bin'
-    for name, body in service.render([str(islurmd)], path_env).items():
+    for name, body in unit_files.render([str(islurmd)], path_env).items():
         (units / name).write_text(body)
         os.chown(units / name, user.uid, -1)
     # systemd only finds the program if it split and unescaped the line back to this path.

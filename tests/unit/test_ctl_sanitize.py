@@ -13,6 +13,7 @@ from islurm.config.text import terminal_safe
 from islurm.daemon.ctl import main as ctl
 from islurm.daemon.ctl import sessions
 from islurm.daemon.ctl.common import Fail
+from islurm.daemon.ctl.exits import Exit
 from islurm.proxyshim import splice
 from islurm.sessionhooks.main import job_environment
 
@@ -99,7 +100,7 @@ def test_errors_from_the_daemon_are_sanitized(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def refuse(args: Any, method: str, **kw: Any) -> Any:
-        raise Fail(5, "Slurm says: " + HOSTILE)
+        raise Fail(Exit.SLURM_UNREACHABLE, "Slurm says: " + HOSTILE)
 
     monkeypatch.setattr(ctl, "call", refuse)
     assert ctl.main(["list"]) == 5

@@ -17,8 +17,8 @@ import trio
 
 from islurm.daemon import version
 from islurm.daemon.jobs import Job
+from islurm.daemon.rpc import lock, unix_listener
 from islurm.daemon.rpc import server as server_module
-from islurm.daemon.rpc import unix_listener
 from islurm.daemon.rpc.framing import read_lines
 from islurm.daemon.slurm.states import JobState
 from tests.unit.fakes import FakeSlurm, make_daemon
@@ -93,7 +93,7 @@ async def test_stale_socket_is_replaced_but_a_live_one_is_not(sock_dir: str) -> 
     try:
         client = await trio.open_unix_socket(path)  # the new socket answers
         await client.aclose()
-        with pytest.raises(unix_listener.AlreadyRunning):
+        with pytest.raises(lock.AlreadyRunning):
             unix_listener.bind(path)
         assert os.path.exists(path)
     finally:
@@ -109,15 +109,15 @@ def test_socket_path_too_long_is_refused(sock_dir: str) -> None:
 
 def test_second_lock_on_one_socket_is_refused(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "islurmd.sock")
-    fd = unix_listener.take_lock(path)
+    fd = lock.take_lock(path)
     try:
-        with pytest.raises(unix_listener.AlreadyRunning):
-            unix_listener.take_lock(path)
+        with pytest.raises(lock.AlreadyRunning):
+            lock.take_lock(path)
         with open(os.path.join(sock_dir, "islurmd.lock")) as f:
             assert f.read() == f"{os.getpid()}\n"
     finally:
         os.close(fd)
-    os.close(unix_listener.take_lock(path))  # free again once the holder is gone
+    os.close(lock.take_lock(path))  # free again once the holder is gone
 
 
 async def test_peer_credentials_are_ours(sock_dir: str) -> None:

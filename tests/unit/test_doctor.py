@@ -21,7 +21,7 @@ import structlog
 from islurm.daemon.ctl import doctor
 from islurm.daemon.ctl import doctor_checks as dc
 from islurm.daemon.ctl.client import DaemonUnreachable, RpcError
-from islurm.daemon.ctl.main import EXIT
+from islurm.daemon.ctl.main import Exit
 from islurm.daemon.slurm.client import SlurmError, SlurmUnreachable
 from islurm.daemon.slurm.submission import sbatch_options
 from islurm.sessionhooks import sshd
@@ -40,14 +40,6 @@ sbatch = ["--partition=interactive", "--time=00:20:00"]
 
 
 # -- fakes ------------------------------------------------------------------------------------
-
-
-class FakeSock:
-    def __init__(self) -> None:
-        self.timeouts: list[float | None] = []
-
-    def settimeout(self, value: float | None, /) -> None:
-        self.timeouts.append(value)
 
 
 class FakeDaemon:
@@ -73,7 +65,7 @@ class FakeDaemon:
 class FakeClient:
     def __init__(self, daemon: FakeDaemon) -> None:
         self.daemon = daemon
-        self.sock = FakeSock()
+        self.timeouts: list[float | None] = []  # of read_message
         self.inbox: deque[dict[str, Any]] = deque()
 
     def call(self, method: str, **params: Any) -> Any:
@@ -100,7 +92,8 @@ class FakeClient:
             return {"target": params["target"], "pending": True}
         raise AssertionError(f"unexpected RPC {method}")
 
-    def read_message(self) -> dict[str, Any]:
+    def read_message(self, timeout: float | None = None) -> dict[str, Any]:
+        self.timeouts.append(timeout)
         if not self.inbox:
             raise TimeoutError("timed out")
         return self.inbox.popleft()
@@ -645,11 +638,11 @@ def test_no_answer_in_time_fails_and_cancels_the_pending_job(home: Path) -> None
     daemon = FakeDaemon(acquire=[progress("job 12 is PENDING (Resources)", "12")])
     daemon.submits = "12"
     d, said = make_doctor(home, slurm_knows(), daemon)
-    lease_socks: list[FakeSock] = []
+    leases: list[FakeClient] = []
 
     def connect() -> FakeClient:
         client = daemon.connect()
-        lease_socks.append(client.sock)
+        leases.append(client)
         return client
 
     d.connect = connect
@@ -657,8 +650,8 @@ def test_no_answer_in_time_fails_and_cancels_the_pending_job(home: Path) -> None
     assert c.status is dc.Status.FAIL and c.detail == "not ready after 5 s"
     assert "squeue -j 12" in c.fix
     assert said == ["job 12 is PENDING (Resources)"]
-    assert all(t is not None and 0 < t <= 15 for t in lease_socks[1].timeouts)
-    assert lease_socks[1].timeouts
+    assert all(t is not None and 0 < t <= 15 for t in leases[1].timeouts)
+    assert leases[1].timeouts
     assert 'session.cancel {"target": "12"}' in daemon.log
 
 
@@ -789,7 +782,7 @@ def test_full_run_tests_the_first_profile_that_passed(ready_user: Path) -> None:
     checks = doctor.run(d, emit=lambda c: None)
     assert [c.check for c in checks][-3:] == ["profile bad", "profile short", "test job (short)"]
     assert checks[-1].status is dc.Status.OK
-    assert doctor.exit_code(checks) == EXIT["error"]
+    assert doctor.exit_code(checks) == Exit.ERROR
     assert [c.method for c in slurm.calls] == ["query", "test_submit", "test_submit", "query"]
     slurm.check()
 
@@ -800,7 +793,7 @@ def test_slurm_unreachable_skips_profiles_and_exits_slurm_unreachable(ready_user
     checks = doctor.run(d, emit=lambda c: None)
     assert [c.check for c in checks] == [*NAMES, "profiles"]
     assert checks[-1].status is dc.Status.WARN and "Slurm" in checks[-1].detail
-    assert doctor.exit_code(checks) == EXIT["slurm_unreachable"]
+    assert doctor.exit_code(checks) == Exit.SLURM_UNREACHABLE
     slurm.check()  # no sbatch --test-only against a controller that is down
 
 
@@ -811,8 +804,8 @@ def test_first_failure_decides_the_exit_code(ready_user: Path) -> None:
     slurm = FakeSlurm().script("query", SlurmUnreachable(["squeue"], 1, "", UNREACHABLE))
     d, _ = make_doctor(ready_user, slurm, daemon)
     checks = doctor.run(d, emit=lambda c: None)
-    assert doctor.exit_code(checks) == EXIT["config_invalid"]
-    assert doctor.exit_code(checks[1:]) == EXIT["daemon_unreachable"]
+    assert doctor.exit_code(checks) == Exit.CONFIG_INVALID
+    assert doctor.exit_code(checks[1:]) == Exit.DAEMON_UNREACHABLE
     assert checks[-1] == dc.warn("profiles", "not checked: the config does not load")
 
 
@@ -823,14 +816,14 @@ def test_daemon_down_skips_the_test_job(ready_user: Path) -> None:
     d, _ = make_doctor(ready_user, slurm, daemon, profiles=["short"])
     checks = doctor.run(d, emit=lambda c: None)
     assert checks[-1] == dc.warn("test job", "not run: islurmd does not answer")
-    assert doctor.exit_code(checks) == EXIT["daemon_unreachable"]
+    assert doctor.exit_code(checks) == Exit.DAEMON_UNREACHABLE
 
 
 def test_exit_codes_by_kind() -> None:
     warn = dc.warn("x", "y")
     assert doctor.exit_code([dc.ok("a", "b"), warn]) == 0
     for kind in ("slurm_unreachable", "config_invalid", "daemon_unreachable", "error"):
-        assert doctor.exit_code([warn, dc.fail("a", "b", "c", kind)]) == EXIT[kind]
+        assert doctor.exit_code([warn, dc.fail("a", "b", "c", kind)]) == Exit[kind.upper()]
 
 
 def test_line_format() -> None:
@@ -864,7 +857,7 @@ def test_cmd_doctor_text_output(
     monkeypatch.setattr("islurm.daemon.slurm.client.SlurmCli", lambda: slurm)
     monkeypatch.setattr("islurm.daemon.ctl.client.Client", lambda path: daemon.connect())
     args = argparse.Namespace(socket=None, config=None, profiles=None, quick=True, json=False)
-    assert doctor.cmd_doctor(args) == EXIT["slurm_unreachable"]
+    assert doctor.cmd_doctor(args) == Exit.SLURM_UNREACHABLE
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"ok    config: {ready_user}/.config/islurm/config.toml:")
     assert f"FAIL  slurm: Slurm controller unreachable: {UNREACHABLE}" in lines

@@ -544,15 +544,19 @@ def test_invalid_ready_params_are_refused(params: dict[str, object]) -> None:
     assert caught.value.code == 4
 
 
-def test_daemon_argv_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_daemon_argv_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "python").symlink_to(sys.executable)  # no islurmd script beside it
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.delenv("ISLURM_DAEMON_CMD", raising=False)
     assert spawn.daemon_argv() == [sys.executable, "-m", "islurm.daemon.main"]
     monkeypatch.setenv("ISLURM_DAEMON_CMD", '["/opt/islurmd", "--foreground"]')
     assert spawn.daemon_argv() == ["/opt/islurmd", "--foreground"]
     for bad in ("islurmd", "[]", '["a", 1]', '{"a": 1}'):
         monkeypatch.setenv("ISLURM_DAEMON_CMD", bad)
-        with pytest.raises(ShimError):
+        with pytest.raises(ValueError, match="ISLURM_DAEMON_CMD"):
             spawn.daemon_argv()
+        with pytest.raises(ShimError):  # what the shim makes of it
+            spawn.spawn_daemon(str(tmp_path / "s.sock"), wait=True)
 
 
 def test_lease_reports_session_ended_and_survives_eof(tmp_path: Path) -> None:

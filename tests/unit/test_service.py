@@ -18,8 +18,11 @@ from typing import Any
 import pytest
 
 from islurm.config import paths
-from islurm.daemon.ctl import service
-from islurm.daemon.ctl.common import EXIT, Fail
+from islurm.daemon.ctl import service, systemd
+from islurm.daemon.ctl import units as unit_files
+from islurm.daemon.ctl.common import Fail
+from islurm.daemon.ctl.exits import Exit
+from islurm.proxyshim import spawn
 
 FAKE_SYSTEMCTL = """\
 #!{python}
@@ -102,7 +105,7 @@ def systemctl(env: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSystemctl:
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     monkeypatch.setenv("FAKE_SYSTEMCTL_LOG", str(fake.log))
     monkeypatch.setenv("FAKE_SYSTEMCTL_SCRIPT", str(fake.script_file))
-    monkeypatch.setenv("FAKE_SYSTEMCTL_LOCK", paths.lock_path(service.unit_socket_path()))
+    monkeypatch.setenv("FAKE_SYSTEMCTL_LOCK", paths.lock_path(paths.systemd_socket_path()))
     return fake
 
 
@@ -178,7 +181,7 @@ def directive(text: str, key: str) -> list[str]:
 
 
 def test_socket_template_listens_where_clients_look(env: Path) -> None:
-    text = service.template("islurmd.socket")
+    text = unit_files.template("islurmd.socket")
     assert directive(text, "ListenStream") == ["%t/islurm/islurmd.sock"]
     assert directive(text, "SocketMode") == ["0600"]
     assert directive(text, "DirectoryMode") == ["0700"]
@@ -186,11 +189,11 @@ def test_socket_template_listens_where_clients_look(env: Path) -> None:
     assert directive(text, "WantedBy") == ["sockets.target"]
     assert text.startswith("# islurmd.socket")
     listen = directive(text, "ListenStream")[0].replace("%t", str(env / "run"))
-    assert listen == paths.socket_path() == service.unit_socket_path()
+    assert listen == paths.socket_path() == paths.systemd_socket_path()
 
 
 def test_service_template_has_placeholders_and_policy() -> None:
-    text = service.template("islurmd.service")
+    text = unit_files.template("islurmd.service")
     assert text.startswith("# islurmd.service")
     assert directive(text, "ExecStart") == ["@ISLURMD@"]
     assert directive(text, "Restart") == ["on-failure"]
@@ -202,8 +205,8 @@ def test_service_template_has_placeholders_and_policy() -> None:
 
 
 def test_render_fills_every_placeholder_with_an_absolute_argv() -> None:
-    units = service.render(["/opt/islurm/venv/bin/islurmd"], "/opt/slurm/bin:/usr/bin")
-    assert units["islurmd.socket"] == service.template("islurmd.socket")
+    units = unit_files.render(["/opt/islurm/venv/bin/islurmd"], "/opt/slurm/bin:/usr/bin")
+    assert units["islurmd.socket"] == unit_files.template("islurmd.socket")
     text = units["islurmd.service"]
     assert "@" not in text
     assert directive(text, "ExecStart") == ["/opt/islurm/venv/bin/islurmd"]
@@ -219,9 +222,9 @@ def test_render_fills_every_placeholder_with_an_absolute_argv() -> None:
     ],
 )
 def test_exec_start_survives_systemd_splitting(argv: list[str]) -> None:
-    line = service.exec_line(argv)
+    line = unit_files.exec_line(argv)
     assert systemd_words(line) == argv
-    rendered = service.render(argv, "/usr/bin")["islurmd.service"]
+    rendered = unit_files.render(argv, "/usr/bin")["islurmd.service"]
     assert systemd_words(directive(rendered, "ExecStart")[0]) == argv
 
 
@@ -232,30 +235,30 @@ def test_exec_start_survives_systemd_splitting(argv: list[str]) -> None:
 def test_programs_systemd_would_refuse_are_refused_here(program: str) -> None:
     # systemd rejects these fatally ("Executable name contains special characters").
     with pytest.raises(ValueError, match="refuses to run a program"):
-        service.exec_line([program])
+        unit_files.exec_line([program])
 
 
 def test_arguments_with_control_characters_are_refused() -> None:
     with pytest.raises(ValueError, match="control characters"):
-        service.exec_line(["/bin/islurmd", "a\nExecStartPre=/bin/evil"])
+        unit_files.exec_line(["/bin/islurmd", "a\nExecStartPre=/bin/evil"])
 
 
 def test_a_path_with_spaces_is_one_double_quoted_word() -> None:
-    assert service.exec_line(["/a b/islurmd"]) == '"/a b/islurmd"'
-    assert service.exec_line(["/$x/islurmd", "$x"]) == "/$x/islurmd $$x"
-    assert service.exec_line(["/plain/islurmd", "-m"]) == "/plain/islurmd -m"
+    assert unit_files.exec_line(["/a b/islurmd"]) == '"/a b/islurmd"'
+    assert unit_files.exec_line(["/$x/islurmd", "$x"]) == "/$x/islurmd $$x"
+    assert unit_files.exec_line(["/plain/islurmd", "-m"]) == "/plain/islurmd -m"
 
 
 def test_exec_start_needs_an_absolute_program() -> None:
     with pytest.raises(ValueError, match="absolute"):
-        service.exec_line(["islurmd"])
+        unit_files.exec_line(["islurmd"])
 
 
 def test_unit_path_keeps_absolute_entries_once_and_escapes() -> None:
-    value = service.service_path_value('/opt/slurm/bin:bin::./x:/usr/bin:/opt/slurm/bin:/a"%\\b')
+    value = unit_files.service_path_value('/opt/slurm/bin:bin::./x:/usr/bin:/opt/slurm/bin:/a"%\\b')
     (word,) = systemd_words(f'"PATH={value}"')
     assert word == 'PATH=/opt/slurm/bin:/usr/bin:/a"%\\b'
-    assert service.service_path_value("relative:") == "/usr/local/bin:/usr/bin:/bin"
+    assert unit_files.service_path_value("relative:") == "/usr/local/bin:/usr/bin:/bin"
 
 
 def test_daemon_argv_prefers_the_islurmd_script_beside_python(
@@ -266,19 +269,20 @@ def test_daemon_argv_prefers_the_islurmd_script_beside_python(
     python = bin_dir / "python"
     python.symlink_to(sys.executable)  # never resolved: the venv is found through the link
     monkeypatch.setattr(sys, "executable", str(python))
-    assert service.daemon_argv() == [str(python), "-m", "islurm.daemon.main"]
+    monkeypatch.delenv("ISLURM_DAEMON_CMD", raising=False)
+    assert spawn.daemon_argv() == [str(python), "-m", "islurm.daemon.main"]
     script = bin_dir / "islurmd"
     script.write_text("#!/bin/sh\n")
     script.chmod(0o755)
-    assert service.daemon_argv() == [str(script)]
+    assert spawn.daemon_argv() == [str(script)]
 
 
 def test_unit_dir_follows_xdg_config_home(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert service.unit_dir() == env / "config" / "systemd" / "user"
+    assert unit_files.unit_dir() == env / "config" / "systemd" / "user"
     monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")
-    assert service.unit_dir() == env / "home" / ".config" / "systemd" / "user"
+    assert unit_files.unit_dir() == env / "home" / ".config" / "systemd" / "user"
     monkeypatch.delenv("XDG_CONFIG_HOME")
-    assert service.unit_dir() == env / "home" / ".config" / "systemd" / "user"
+    assert unit_files.unit_dir() == env / "home" / ".config" / "systemd" / "user"
 
 
 def test_parse_show_reads_blocks_by_id() -> None:
@@ -286,7 +290,7 @@ def test_parse_show_reads_blocks_by_id() -> None:
         "Id=islurmd.socket\nActiveState=active\nListen=/run/user/5/islurm/islurmd.sock (Stream)\n"
         "\nId=islurmd.service\nActiveState=inactive\nUnitFileState=\n"
     )
-    shown = service.parse_show(text)
+    shown = systemd.parse_show(text)
     assert shown["islurmd.socket"]["Listen"] == "/run/user/5/islurm/islurmd.sock (Stream)"
     assert shown["islurmd.service"] == {
         "Id": "islurmd.service",
@@ -305,9 +309,9 @@ def test_install_without_a_user_manager_writes_the_units_and_exits_0(
     assert run("service", "install") == 0
     assert systemctl.calls() == ["--user show-environment"]
     unit_dir = env / "config" / "systemd" / "user"
-    assert (unit_dir / "islurmd.socket").read_text() == service.template("islurmd.socket")
+    assert (unit_dir / "islurmd.socket").read_text() == unit_files.template("islurmd.socket")
     text = (unit_dir / "islurmd.service").read_text()
-    assert directive(text, "ExecStart") == [service.exec_line(service.daemon_argv())]
+    assert directive(text, "ExecStart") == [unit_files.exec_line(spawn.daemon_argv())]
     assert f'"PATH={systemctl.bin_dir}:/usr/bin:/bin"' in directive(text, "Environment")
     assert (unit_dir / "islurmd.service").stat().st_mode & 0o777 == 0o644
     assert sorted(p.name for p in unit_dir.iterdir()) == ["islurmd.service", "islurmd.socket"]
@@ -377,7 +381,7 @@ def test_install_stops_an_on_demand_daemon_before_the_socket_unit_starts(
     holders: Callable[[str, str], subprocess.Popen[bytes]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sock = service.unit_socket_path()
+    sock = paths.systemd_socket_path()
     os.makedirs(os.path.dirname(sock), mode=0o700)
     daemon = holders(paths.lock_path(sock), "islurmd-stand-in")
     systemctl.script(
@@ -400,11 +404,11 @@ def test_install_leaves_a_lock_held_by_something_else_alone(
     holders: Callable[[str, str], subprocess.Popen[bytes]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sock = service.unit_socket_path()
+    sock = paths.systemd_socket_path()
     os.makedirs(os.path.dirname(sock), mode=0o700)
     other = holders(paths.lock_path(sock), "something-else")
     systemctl.script({"--user show-environment": OK, "--user daemon-reload": OK})
-    assert run("service", "install") == EXIT["error"]
+    assert run("service", "install") == Exit.ERROR
     assert other.poll() is None
     assert "is not islurmd" in capsys.readouterr().err
     assert systemctl.calls() == ["--user show-environment", "--user daemon-reload"]
@@ -417,7 +421,7 @@ def test_install_refuses_a_program_systemd_could_not_run(
     bin_dir.mkdir(parents=True)
     (bin_dir / "python").symlink_to(sys.executable)
     monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
-    assert run("service", "install") == EXIT["error"]
+    assert run("service", "install") == Exit.ERROR
     assert "refuses to run a program" in capsys.readouterr().err
     assert not (env / "config" / "systemd").exists()
 
@@ -436,7 +440,7 @@ def test_install_reports_systemctl_failures_with_their_words(
             ],
         }
     )
-    assert run("service", "install") == EXIT["error"]
+    assert run("service", "install") == Exit.ERROR
     err = capsys.readouterr().err
     assert "systemctl --user enable --now islurmd.socket" in err
     assert "Job for islurmd.socket failed." in err
@@ -591,5 +595,5 @@ def test_status_without_a_user_manager(
 def test_service_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         run("service")
-    assert exc.value.code == EXIT["usage"]
+    assert exc.value.code == Exit.USAGE
     assert "ACTION" in capsys.readouterr().err

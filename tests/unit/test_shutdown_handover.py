@@ -1,6 +1,6 @@
 """The hand-over from a daemon that is shutting down to the next one: the shim retries an
 acquire told SHUTTING_DOWN (proxyshim/rpc.py), and an on-demand daemon started meanwhile
-waits for the old one's lock (daemon/rpc/unix_listener.py `await_lock`)."""
+waits for the old one's lock (daemon/rpc/lock.py `await_lock`)."""
 
 import os
 import socket
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from islurm.daemon.rpc import unix_listener
+from islurm.daemon.rpc import lock
 from tests.unit.shimfakes import MakeDaemon, MakeTcp, Peer, Start
 from tests.unit.test_proxyshim_rpc import BANNER, banner_then_wait_for_bye, finish, ready_at
 
@@ -59,24 +59,24 @@ def test_shim_asks_the_next_daemon_when_its_acquire_is_refused_shutting_down(
 
 def test_next_daemon_waits_for_the_lock_of_one_that_no_longer_answers(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "islurmd.sock")
-    old = unix_listener.take_lock(path)  # draining: holds the lock, listens no more
+    old = lock.take_lock(path)  # draining: holds the lock, listens no more
     threading.Timer(0.3, os.close, (old,)).start()
     t0 = time.monotonic()
-    fd = unix_listener.await_lock(path, wait=5.0)
+    fd = lock.await_lock(path, wait=5.0)
     os.close(fd)
     assert 0.25 <= time.monotonic() - t0 < 4
 
 
 def test_next_daemon_gives_way_to_one_that_answers(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "islurmd.sock")
-    held = unix_listener.take_lock(path)
+    held = lock.take_lock(path)
     listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listening.bind(path)
         listening.listen(1)
         t0 = time.monotonic()
-        with pytest.raises(unix_listener.AlreadyRunning):
-            unix_listener.await_lock(path, wait=5.0)
+        with pytest.raises(lock.AlreadyRunning):
+            lock.await_lock(path, wait=5.0)
         assert time.monotonic() - t0 < 2
     finally:
         listening.close()
