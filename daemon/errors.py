@@ -11,11 +11,11 @@ from islurm.config import rpccodes
 class Code(enum.IntEnum):
     """The codes of config/rpccodes.py as an enum."""
 
-    PARSE_ERROR = rpccodes.PARSE_ERROR
-    INVALID_REQUEST = rpccodes.INVALID_REQUEST
-    METHOD_NOT_FOUND = rpccodes.METHOD_NOT_FOUND
-    INVALID_PARAMS = rpccodes.INVALID_PARAMS
+    # JSON-RPC 2.0's own
+    PARSE_ERROR, INVALID_REQUEST = rpccodes.PARSE_ERROR, rpccodes.INVALID_REQUEST
+    METHOD_NOT_FOUND, INVALID_PARAMS = rpccodes.METHOD_NOT_FOUND, rpccodes.INVALID_PARAMS
     INTERNAL = rpccodes.INTERNAL
+    # islurm's
     UNKNOWN_PROFILE = rpccodes.UNKNOWN_PROFILE
     SUBMIT_REJECTED = rpccodes.SUBMIT_REJECTED
     JOB_ENDED = rpccodes.JOB_ENDED

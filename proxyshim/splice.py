@@ -286,25 +286,15 @@ class _Flow:
 
     def _copy(self) -> None:
         if self.start < self.end:
-            try:
-                n = self.dst.write(self.buf[self.start : self.end])
-            except BlockingIOError:
-                self.dst_ready = False
-                return
-            except OSError as exc:
-                self._fail(exc, on_dst=True)
+            n = self._transfer(self.dst.write, self.buf[self.start : self.end], to_dst=True)
+            if n is None:
                 return
             self.start += n
             if not self.dst.nonblocking:
                 self.dst_ready = False
             return
-        try:
-            n = self.src.read(self.buf)
-        except BlockingIOError:
-            self.src_ready = False
-            return
-        except OSError as exc:
-            self._fail(exc, on_dst=False)
+        n = self._transfer(self.src.read, self.buf, to_dst=False)
+        if n is None:
             return
         if n == 0:
             self.done = True  # end of stream; nothing was pending
@@ -312,6 +302,22 @@ class _Flow:
         self.start, self.end = 0, n
         if not self.src.nonblocking:
             self.src_ready = False
+
+    def _transfer(
+        self, op: "Callable[[memoryview], int]", buf: memoryview, to_dst: bool
+    ) -> int | None:
+        """One non-blocking read or write: its count; None when it would block or failed."""
+        try:
+            return op(buf)
+        except BlockingIOError:
+            if to_dst:
+                self.dst_ready = False
+            else:
+                self.src_ready = False
+            return None
+        except OSError as exc:
+            self._fail(exc, on_dst=to_dst)
+            return None
 
 
 class Pump:
