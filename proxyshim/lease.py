@@ -6,6 +6,7 @@ import time
 
 from islurm.proxyshim.exits import EXIT_ENDED
 from islurm.proxyshim.jsonline import ProtocolError
+from islurm.proxyshim.report import ShimError, report
 from islurm.proxyshim.rpc import (
     ABSENT_ERRNOS,
     DAEMON_SHUTTING_DOWN,
@@ -18,7 +19,6 @@ from islurm.proxyshim.rpc import (
     error_text,
     open_socket,
 )
-from islurm.proxyshim.splice import ShimError, report
 
 
 class Lease:

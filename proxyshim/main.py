@@ -149,25 +149,26 @@ def connect_live(
     An endpoint can go stale between islurmd's last look and our connect (the job was
     cancelled or hit its time limit): then islurmd is told, drops it, asks Slurm and answers
     with a live one, submitting anew if the job is gone. The user reads one progress line."""
-    from islurm.proxyshim import rpc, splice
+    from islurm.proxyshim import node as node_
+    from islurm.proxyshim import report, rpc
     from islurm.proxyshim.exits import EXIT_NODE
 
     conn, ready = rpc.acquire(socket, profile, timeout)
     for attempt in range(1, STALE_RETRIES + 1):
         try:
-            node = splice.connect_tcp(ready.host, ready.port)
+            node = node_.connect_tcp(ready.host, ready.port)
             try:
-                splice.await_banner(node)
+                node_.await_banner(node)
             except BaseException:
                 node.close()
                 raise
             return conn, ready, node
-        except splice.ShimError as exc:
+        except report.ShimError as exc:
             if exc.code != EXIT_NODE or attempt == STALE_RETRIES:
                 conn.close()
                 raise
             conn.close()
-            splice.inform(f"{exc.message}; asking islurmd again")
+            report.inform(f"{exc.message}; asking islurmd again")
             conn, ready = rpc.acquire(socket, profile, timeout, unreachable=ready)
     raise AssertionError("unreachable")  # the loop returns or raises
 
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     signals.signal(signals.SIGINT, signals.SIG_DFL)
 
     from islurm.proxyshim import lease as leases
-    from islurm.proxyshim import splice
+    from islurm.proxyshim import report, splice
 
     try:
         if opts.socket is None:
@@ -216,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             if why is not None:
                 return why
         return code
-    except splice.ShimError as exc:
-        splice.report(exc.message)
+    except report.ShimError as exc:
+        report.report(exc.message)
         return exc.code
 
 

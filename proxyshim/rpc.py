@@ -3,7 +3,8 @@
 Newline-delimited JSON-RPC on the daemon's Unix socket: `acquire` a session (starting islurmd
 on demand), then keep the connection as the `Lease` while the pump runs.
 
-Import-light on purpose: see jsonline.py.
+Import-light on purpose: see jsonline.py. A little over 300 lines: it is also islurmctl's
+client (one framing for both), and the acquire conversation reads best beside the connection.
 """
 
 import _socket
@@ -17,7 +18,7 @@ from islurm.config import rpccodes
 from islurm.proxyshim.exits import EXIT_ACQUIRE, EXIT_DAEMON
 from islurm.proxyshim.jsonline import ProtocolError, dumps
 from islurm.proxyshim.jsonline import message as _message
-from islurm.proxyshim.splice import ShimError, inform
+from islurm.proxyshim.report import ShimError, inform
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

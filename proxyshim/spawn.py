@@ -13,7 +13,7 @@ import time
 
 from islurm.proxyshim.exits import EXIT_DAEMON
 from islurm.proxyshim.jsonline import loads
-from islurm.proxyshim.splice import ShimError
+from islurm.proxyshim.report import ShimError
 
 STARTUP_STDERR_ENV = "ISLURM_STARTUP_STDERR"  # "1": fd 2 is the starter's pipe until listening
 KEEP_STDERR = 8192  # bytes of the daemon's start-up stderr kept (its tail)

@@ -5,8 +5,9 @@ pipes) moves with zero-copy ``os.splice``; anything else (socketpairs, ttys, fil
 plain read/write loop. Every transfer is non-blocking: a *blocking* splice from a socket into
 a pipe holds the pipe's lock while it waits and hangs ssh (engineering notes, "The shim").
 
-Also home of what the shim's modules share: `ShimError` and the stderr writers (exit codes:
-exits.py).
+(The shim's errors and stderr writers: report.py; reaching the node's sshd: node.py.)
+Over 300 lines on purpose: the poll loop and the two flows it drives share state on the hot
+path, and splitting them would add a call per transfer.
 Stdlib only and import-light (`_socket`, never `socket`): the shim starts on every ssh.
 """
 
@@ -17,8 +18,8 @@ import select
 import stat
 import time
 
-from islurm.config.text import terminal_safe
 from islurm.proxyshim.exits import EXIT_NODE, EXIT_OK
+from islurm.proxyshim.report import report
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
             """Timed work: reconnecting to the daemon."""
 
 
-NODE_CONNECT_TIMEOUT = 10.0
 F_SETPIPE_SZ = 1031  # Linux fcntl; unprivileged callers may go up to /proc/sys/fs/pipe-max-size
 PIPE_SIZE = 1 << 20
 SPLICE_LEN = 1 << 20
@@ -51,89 +51,6 @@ BUDGET = 16  # transfers per direction per poll round, so one busy direction can
 _SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
 _WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
-
-
-class ShimError(Exception):
-    """A failure that ends the shim with `code` after printing `message`."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _stderr(line: str) -> None:
-    # Messages come from the daemon (and through it from sbatch): keep terminal controls out.
-    data = (terminal_safe(line) + "\n").encode("utf-8", "replace")
-    try:
-        while data:
-            data = data[os.write(2, data) :]
-    except OSError:
-        pass  # nobody to tell
-
-
-def report(message: str) -> None:
-    """A failure, on stderr: ``islurm-proxy: message``."""
-    _stderr("islurm-proxy: " + message)
-
-
-def inform(message: str) -> None:
-    """Progress, on stderr: ``islurm: message``."""
-    _stderr("islurm: " + message)
-
-
-def connect_tcp(host: str, port: int, timeout: float = NODE_CONNECT_TIMEOUT) -> _socket.socket:
-    """Connect to the sshd in the job, trying each address in turn within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    try:
-        # A str host would load the IDNA codec: bytes keep start-up short.
-        infos = _socket.getaddrinfo(
-            host.encode(), port, _socket.AF_UNSPEC, _socket.SOCK_STREAM, _socket.IPPROTO_TCP
-        )
-    except (OSError, UnicodeError) as exc:
-        raise ShimError(EXIT_NODE, f"cannot resolve node {host}: {exc}") from None
-    why = "no address"
-    for family, type_, proto, _name, address in infos:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            why = f"timed out after {timeout:g} s"
-            break
-        sock = _socket.socket(family, type_, proto)
-        try:
-            sock.setblocking(False)
-            err = sock.connect_ex(address)
-            if err == errno.EINPROGRESS:
-                poller = select.poll()
-                poller.register(sock.fileno(), select.POLLOUT)
-                if poller.poll(int(remaining * 1000) + 1):
-                    err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
-                else:
-                    err = errno.ETIMEDOUT
-            if err == 0:
-                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-                return sock
-            why = os.strerror(err)
-        except OSError as exc:
-            why = exc.strerror or str(exc)
-        sock.close()
-    raise ShimError(EXIT_NODE, f"cannot connect to node {host} port {port}: {why}")
-
-
-def await_banner(sock: _socket.socket, timeout: float = NODE_CONNECT_TIMEOUT) -> None:
-    """Wait until the node's sshd has spoken (its banner stays queued for the pump), so that
-    a port whose sshd is gone, or someone else's server, gets none of ssh's bytes and the
-    connect can be retried."""
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    try:
-        if not poller.poll(int(timeout * 1000) + 1):
-            raise ShimError(EXIT_NODE, f"no answer from the node's sshd within {timeout:g} s")
-        head = sock.recv(4, _socket.MSG_PEEK)
-    except OSError as exc:
-        raise ShimError(EXIT_NODE, f"the node's sshd went away: {exc.strerror or exc}") from None
-    if head != b"SSH-":
-        what = "closed the connection" if not head else "is not an sshd"
-        raise ShimError(EXIT_NODE, f"the endpoint {what} before the session started")
 
 
 def is_pipe(fd: int) -> bool:

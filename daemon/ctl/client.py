@@ -9,7 +9,7 @@ from typing import Any
 from islurm.daemon.errors import Code
 from islurm.proxyshim import rpc as shim_rpc
 from islurm.proxyshim.jsonline import ProtocolError
-from islurm.proxyshim.splice import ShimError
+from islurm.proxyshim.report import ShimError
 
 
 class RpcError(Exception):

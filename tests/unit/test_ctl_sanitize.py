@@ -14,7 +14,7 @@ from islurm.daemon.ctl import main as ctl
 from islurm.daemon.ctl import sessions
 from islurm.daemon.ctl.common import Fail
 from islurm.daemon.ctl.exits import Exit
-from islurm.proxyshim import splice
+from islurm.proxyshim import report
 from islurm.sessionhooks.main import job_environment
 
 
@@ -47,8 +47,8 @@ def test_terminal_safe(raw: str, shown: str, one_line: str) -> None:
 
 
 def test_the_shim_uses_the_one_definition(capfd: pytest.CaptureFixture[str]) -> None:
-    assert vars(splice)["terminal_safe"] is terminal_safe  # imported, not re-implemented
-    splice.inform("queued \x1b[2J(Priority)")
+    assert vars(report)["terminal_safe"] is terminal_safe  # imported, not re-implemented
+    report.inform("queued \x1b[2J(Priority)")
     assert capfd.readouterr().err == "islurm: queued ?[2J(Priority)\n"
 
 

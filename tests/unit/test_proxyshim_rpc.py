@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from islurm.proxyshim import jsonline, rpc, spawn
 from islurm.proxyshim import lease as leases
-from islurm.proxyshim.splice import ShimError
+from islurm.proxyshim.report import ShimError
 from tests.unit.shimfakes import (
     MakeDaemon,
     MakeTcp,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from islurm.proxyshim import rpc
-from islurm.proxyshim.splice import ShimError
+from islurm.proxyshim.report import ShimError
 from tests.unit.shimfakes import Procs, Start
 
 GUARD = 60.0

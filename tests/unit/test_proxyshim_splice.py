@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from islurm.proxyshim import splice
-from islurm.proxyshim.splice import ShimError
+from islurm.proxyshim import node, splice
+from islurm.proxyshim.report import ShimError
 from tests.unit.shimfakes import Handler, MakeTcp, Procs, stderr_of, stdin_of, stdout_of
 
 GUARD = 120.0
@@ -21,8 +21,8 @@ MiB = 1 << 20
 # The pump alone, as main.py runs it after session.ready; it reports its modes on stderr.
 DRIVER = """
 import sys
-from islurm.proxyshim import splice
-pump = splice.Pump(splice.connect_tcp(sys.argv[1], int(sys.argv[2])))
+from islurm.proxyshim import node, splice
+pump = splice.Pump(node.connect_tcp(sys.argv[1], int(sys.argv[2])))
 sys.stderr.write("modes %s %s\\n" % pump.modes())
 sys.stderr.flush()
 sys.exit(pump.run())
@@ -263,18 +263,18 @@ def test_connect_tcp_refused_and_unresolvable() -> None:
     port = probe.getsockname()[1]
     probe.close()  # nothing listens there now
     with pytest.raises(ShimError) as refused:
-        splice.connect_tcp("127.0.0.1", port)
+        node.connect_tcp("127.0.0.1", port)
     assert refused.value.code == 5
     assert "Connection refused" in refused.value.message
     with pytest.raises(ShimError) as unknown:
-        splice.connect_tcp("no-such-node.invalid", 22)
+        node.connect_tcp("no-such-node.invalid", 22)
     assert unknown.value.code == 5
     assert "cannot resolve node no-such-node.invalid" in unknown.value.message
 
 
 def test_connect_tcp_sets_nodelay(shim_tcp: MakeTcp) -> None:
     server = shim_tcp(lambda conn: None)
-    sock = splice.connect_tcp("localhost", server.port)  # ::1 may come first: nobody there
+    sock = node.connect_tcp("localhost", server.port)  # ::1 may come first: nobody there
     try:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         assert sock.getpeername()[:2] == ("127.0.0.1", server.port)

@@ -1,4 +1,4 @@
-"""A stale endpoint on the shim's side (proxyshim/main.py connect_live, splice.await_banner):
+"""A stale endpoint on the shim's side (proxyshim/main.py connect_live, node.await_banner):
 an endpoint that does not answer like an sshd gets none of ssh's bytes, islurmd is told and
 asked again, at most three times in all."""
 
