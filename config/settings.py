@@ -44,7 +44,7 @@ class Profile:
 class DaemonSettings:
     port_range: tuple[int, int] = (20000, 29999)
     poll_busy: float = 0.5
-    poll_idle: float = 30.0
+    poll_idle: float = 600.0
     shutdown_grace: float = 5.0
 
 

@@ -51,6 +51,7 @@ class Job:
     suspect: bool = False
     ends_at: float | None = None  # trio time its limit is reached, while it runs
     served: bool = False  # its sshd was ready once: a later hook error means it is ending
+    has_record: bool = False  # its readiness record was seen: its going means the job ends
     refused_record: Record | None = None  # the last record ignored (said once in the log)
     warned: set[float] = field(default_factory=set)
     #: the table's poll generation when this job was added; polls begun before it cannot see it
@@ -74,7 +75,7 @@ class Job:
         """Its sshd answered: hand this endpoint out while its record stands."""
         self.endpoint = endpoint
         self.confirmed_at = now
-        self.served = True
+        self.served = self.has_record = True
         self.node = self.node or endpoint.node
         self.touch()
 

@@ -23,6 +23,7 @@ from islurm.daemon.slurm.parse import SlurmParseError, SqueueRow, parse_slurm_du
 
 log = structlog.get_logger("islurm.watcher")
 
+RECORD_WATCH = 2.0  # seconds between stats of running jobs' records while nobody waits
 SLOW_POLL = 3.0  # squeue takes milliseconds; this long without an answer is worth saying
 SLOW_TEXT = (
     f"Slurm has not answered for over {SLOW_POLL:.0f} s (controller unreachable or overloaded?)"
@@ -127,6 +128,7 @@ class Watcher:
         for job in adopted:
             record = self.records.read(job.job_id)
             job.mark_adopted(trio.current_time(), record.port if record else None)
+            job.has_record = record is not None
             if self.on_adopt is not None:
                 self.on_adopt(job)
             log.info("job.adopted", job_id=job.job_id, profile=job.profile, state=job.state.value)
@@ -217,6 +219,18 @@ class Watcher:
             nursery.start_soon(self._watchdog)
             await self._loop(leads, task_status)
 
+    def _records_gone(self) -> bool:
+        """Whether a running job's readiness record went since the last look (a stat each):
+        the hook removes it as soon as the job is told to end, so this is how job ends are
+        learned without asking Slurm while nobody waits."""
+        gone = False
+        for job in self.table:
+            if job.live and job.has_record and not self.records.exists(job.job_id):
+                log.info("job.record_gone", job_id=job.job_id)
+                job.has_record = False
+                gone = True
+        return gone
+
     async def _loop(
         self, leads: Callable[[str], tuple[float, ...]], task_status: trio.TaskStatus[None]
     ) -> None:
@@ -224,15 +238,22 @@ class Watcher:
         polled_at = trio.current_time()
         task_status.started()
         while True:
+            # While someone waits: fast polls. Otherwise only the safety poll (poll_idle) and
+            # a stat of each running job's record every RECORD_WATCH seconds.
             interval = self.poll_busy if self.waiting else self.poll_idle
             if self.error:
                 interval = min(max(interval, 2.0), 10.0)  # back off, but keep trying
             poll_at = polled_at + interval
             now = trio.current_time()
-            with trio.move_on_after(max(0.0, min(poll_at, self._next_deadline(now)) - now)):
+            wake = min(poll_at, self._next_deadline(now))
+            if any(j.live and j.has_record for j in self.table):
+                wake = min(wake, now + RECORD_WATCH)
+            with trio.move_on_after(max(0.0, wake - now)):
                 await self._kick.wait()
             if self._kick.is_set():
                 self._kick = trio.Event()
+            if self._records_gone():
+                self._poll_wanted = True
             if self._poll_wanted:
                 self._poll_wanted = False
                 # A kick polls soon, but never faster than the busy interval.

@@ -81,7 +81,7 @@ def test_built_in_settings() -> None:
     s = load_settings(None)
     assert sorted(s.profiles) == sorted(GOLDEN)
     assert (s.path, s.daemon.port_range, s.daemon.poll_busy, s.daemon.poll_idle) == (
-        "(built-in)", (20000, 29999), 0.5, 30.0
+        "(built-in)", (20000, 29999), 0.5, 600.0
     )  # fmt: skip
     assert (s.update.auto_update, s.update.interval) == (True, 86400.0)
     cpu = s.profiles["cpu"]

@@ -73,9 +73,9 @@ async def test_failed_poll_keeps_the_last_state_and_says_why(
 async def test_idle_daemon_polls_at_poll_idle(tmp_path: Path, autojump_clock: object) -> None:
     slurm = FakeSlurm().always("query", [])
     async with live_daemon(tmp_path, slurm) as (daemon, _, _nursery):
-        await trio.sleep(599)  # polls at 0, 30, ..., 570
-        assert len(slurm.of("query")) == 20
-        assert daemon.watcher.status()["interval"] == 30
+        await trio.sleep(1799)  # the safety poll only: at 0, 600 and 1200 s
+        assert len(slurm.of("query")) == 3
+        assert daemon.watcher.status()["interval"] == 600
 
 
 async def test_a_waiting_connect_polls_at_poll_busy(tmp_path: Path, autojump_clock: object) -> None:
@@ -100,13 +100,14 @@ async def test_held_sessions_do_not_speed_up_polling(
         with trio.fail_after(GUARD):
             for notes in flows:
                 await notes.wait_for("session.ready")
+        await trio.sleep(5)  # the polls the 20 waiting flows asked for are over
         before = len(slurm.of("query"))
         await trio.sleep(599)
         during = len(slurm.of("query")) - before
         assert len(job_of(daemon.table, "4242").leases) == 20
-    # 600 s at the idle interval (30 s) is 20 polls; one more may fall on the busy interval
-    # the watcher chose while the 20 flows were still waiting. Never one per session.
-    assert 19 <= during <= 21
+    # Idle with 20 sessions open: no poll but the safety poll (every 10 min). Never one per
+    # session: the records are stat()ed instead.
+    assert during <= 1, [c.at for c in slurm.of("query")]
 
 
 async def test_idle_job_is_cancelled_after_grace_and_not_while_leased(
@@ -265,3 +266,27 @@ async def test_a_session_learns_why_its_job_ended_not_just_completing(
     [ended] = notes.of("session.ended")
     assert (ended["state"], ended["code"]) == ("CANCELLED", 1003)
     assert ended["message"] == "job 4242 (cpu) was cancelled; the session is over"
+
+
+async def test_a_vanished_record_is_learned_without_a_poll_then_one_poll_says_why(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    slurm = FakeSlurm().always("query", rows(running_line("4242")))
+    async with live_daemon(tmp_path, slurm) as (daemon, state, nursery):
+        write_record(state, "4242")
+        held = Notes()
+        nursery.start_soon(daemon.manager.acquire, daemon.manager.new_lease("cpu"), held)
+        with trio.fail_after(GUARD):
+            await held.wait_for("session.ready")
+        await trio.sleep(60)
+        before = len(slurm.of("query"))
+        # scancel from outside: the hook removes its record at once; Slurm says CANCELLED.
+        slurm.always("query", rows(squeue_line("4242", state="CANCELLED", reason="None")))
+        (state / "jobs" / "4242.json").unlink()
+        t0 = trio.current_time()
+        with trio.fail_after(GUARD):
+            ended = await held.wait_for("session.ended")
+        took = trio.current_time() - t0
+    assert ended["state"] == "CANCELLED"
+    assert took <= 3.0  # a stat every 2 s, then one poll (not the 10-minute safety poll)
+    assert len(slurm.of("query")) - before == 1

@@ -66,7 +66,8 @@ async def test_the_watcher_loop_survives_a_garbled_poll(
 ) -> None:
     slurm = FakeSlurm().script("query", rows(running_line("4242")), lambda: parse_squeue(GARBLED))
     slurm.always("query", rows(running_line("4242", node="node-7")))
-    async with live_daemon(tmp_path, slurm) as (daemon, _state, _nursery):
+    config = '[daemon]\npoll_idle = "30s"\n'
+    async with live_daemon(tmp_path, slurm, config) as (daemon, _state, _nursery):
         await trio.sleep(31)  # the idle poll at 30 s reads garbage
         assert (
             daemon.watcher.error is not None and "cannot parse squeue line" in daemon.watcher.error
