@@ -46,6 +46,7 @@ class DaemonSettings:
     poll_busy: float = 0.5
     poll_idle: float = 600.0
     shutdown_grace: float = 5.0
+    idle_exit: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def parse_duration(value: object) -> float:
 
 
 _SECTIONS: dict[str, set[str]] = {
-    "daemon": {"port_range", "poll_busy", "poll_idle", "shutdown_grace"},
+    "daemon": {"port_range", "poll_busy", "poll_idle", "shutdown_grace", "idle_exit"},
     "update": {"auto_update", "interval", "remote"},
     "defaults": {"idle_grace", "walltime_warnings", "connect_timeout", "container"},
 }
@@ -156,6 +157,7 @@ def _daemon(raw: dict[str, Any], r: _Reader, base: DaemonSettings) -> DaemonSett
         poll_busy=r.duration(t, "poll_busy", "daemon", base.poll_busy),
         poll_idle=r.duration(t, "poll_idle", "daemon", base.poll_idle),
         shutdown_grace=r.duration(t, "shutdown_grace", "daemon", base.shutdown_grace),
+        idle_exit=r.duration(t, "idle_exit", "daemon", base.idle_exit),
     )
 
 

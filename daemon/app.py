@@ -29,6 +29,7 @@ from islurm.daemon.watcher import Watcher
 log = structlog.get_logger("islurm.daemon")
 
 FLUSH = 1.0  # after the grace: at most this long to tell waiting clients and write it out
+IDLE_CHECK = 5.0  # seconds between looks at whether the daemon is still used
 
 
 @dataclass
@@ -164,6 +165,27 @@ class Daemon:
         log.info("daemon.stopped_serving", told_to_retry=told, leases=len(self.manager.leases))
         nursery.cancel_scope.cancel()
 
+    def _idle(self) -> bool:
+        """Nothing to look after: no live job and no client connected."""
+        return not self.server.open_connections and not any(j.live for j in self.table)
+
+    async def _exit_when_unused(self, nursery: trio.Nursery) -> None:
+        """A daemon with no jobs and no connections for `idle_exit` exits; the next connect
+        or command starts one (on demand, or by socket activation)."""
+        idle_since: float | None = None
+        while True:
+            limit = self.settings.daemon.idle_exit
+            await trio.sleep(min(IDLE_CHECK, limit) if limit > 0 else IDLE_CHECK)
+            if limit <= 0 or not self._idle():
+                idle_since = None
+                continue
+            now = trio.current_time()
+            idle_since = now if idle_since is None else idle_since
+            if now - idle_since >= limit:
+                log.info("daemon.idle_exit", idle_seconds=round(now - idle_since, 1))
+                await self.stop(nursery)
+                return
+
     async def _watch(self, *, task_status: trio.TaskStatus[None]) -> None:
         with self._watch_scope:
             await self.watcher.run(self._leads, task_status=task_status)
@@ -186,4 +208,5 @@ class Daemon:
                 mode=self.opts.mode,
             )
             await nursery.start(self._watch)
+            nursery.start_soon(self._exit_when_unused, nursery)
             task_status.started()

@@ -119,6 +119,10 @@ class RpcServer:
         self._scope: trio.CancelScope | None = None
         self._live: set[Connection] = set()
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._live)
+
     def stop_accepting(self) -> None:
         self.accepting = False
         if self._scope is not None:

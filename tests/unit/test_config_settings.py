@@ -208,7 +208,7 @@ def test_typo_key_names_file_line_key_and_the_allowed_keys(
          "expected a list of durations"),
         ("# x\ndefaults = 5\n", 2, "defaults", "expected a table"),
         ("[profiles]\ncpu = 3\n", 2, "profiles.cpu", "expected a table"),
-        ("[daemon]\nport = 1\n", 2, "daemon.port", "allowed here: poll_busy, poll_idle"),
+        ("[daemon]\nport = 1\n", 2, "daemon.port", "allowed here: idle_exit, poll_busy, poll_idle"),
     ],
 )  # fmt: skip
 def test_refusals_point_at_file_line_key(

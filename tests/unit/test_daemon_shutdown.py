@@ -149,3 +149,22 @@ async def test_new_sessions_are_refused_while_draining(sock_dir: str, tmp_path: 
             nursery.cancel_scope.cancel()
     assert reply is not None and reply["error"]["code"] == 1008
     assert daemon.manager.leases == {}
+
+
+async def test_an_unused_daemon_exits_after_idle_exit_and_a_used_one_does_not(
+    sock_dir: str, tmp_path: Path, autojump_clock: object
+) -> None:
+    slurm = FakeSlurm().always("query", rows(running_line("4242")))
+    daemon, state = make_daemon(tmp_path, slurm, '[daemon]\nidle_exit = "60s"\n')
+    path = os.path.join(sock_dir, "islurmd.sock")
+    with trio.fail_after(3600):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run, unix_listener.bind(path))
+            t0 = trio.current_time()
+            await trio.sleep(300)  # a live job: it stays
+            assert nursery.child_tasks  # still serving
+            slurm.always("query", [])  # the job is gone; the next (safety) poll says so
+            daemon.watcher.kick()
+    stopped = trio.current_time() - t0
+    # exits about idle_exit after the job went (IDLE_CHECK granularity), not before 300 s
+    assert 300 + 60 <= stopped <= 300 + 60 + 15
