@@ -155,7 +155,7 @@ async def test_an_unused_daemon_exits_after_idle_exit_and_a_used_one_does_not(
     sock_dir: str, tmp_path: Path, autojump_clock: object
 ) -> None:
     slurm = FakeSlurm().always("query", rows(running_line("4242")))
-    daemon, state = make_daemon(tmp_path, slurm, '[daemon]\nidle_exit = "60s"\n')
+    daemon, _state = make_daemon(tmp_path, slurm, '[daemon]\nidle_exit = "60s"\n')
     path = os.path.join(sock_dir, "islurmd.sock")
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:
