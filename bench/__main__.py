@@ -48,7 +48,7 @@ def _ensure_job(ctx: connect.Ctx, proxy: list[str], variants: str) -> None:
     if not any(j[1] == "RUNNING" for j in ctx.user.live_jobs()):
         ctx.ssh_ok("slurm-cpu")
     _, rec = ctx.running_job()
-    ctx.node, ctx.port = rec["host"], int(rec["port"])
+    ctx.node, ctx.port = rec["node"], int(rec["port"])
     _write_variants(ctx, proxy, variants, ctx.node, ctx.port)
 
 
