@@ -4,6 +4,7 @@ storage, with the copy's progress streamed to the waiting client."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -22,6 +23,10 @@ log = structlog.get_logger("islurm.images")
 PROGRESS_EVERY = 1.0  # seconds between copy progress lines
 
 
+def _is_dir(path: str) -> bool:
+    return Path(path).is_dir()
+
+
 def cache_for(settings: ContainerSettings) -> ImageCache:
     return ImageCache(settings.cache_dir or default_dir(), settings.cache_limit)
 
@@ -29,8 +34,8 @@ def cache_for(settings: ContainerSettings) -> ImageCache:
 async def prepare_image(settings: ContainerSettings, image: str, notify: Notify) -> str:
     """The path the job is given: the cached copy for images on project storage, else the
     image as configured. A missing, unreadable or unverifiable image fails here, fast."""
-    if not image or not under_roots(image, settings.project_roots):
-        return image
+    if not image or not under_roots(image, settings.project_roots) or _is_dir(image):
+        return image  # a rootfs directory is used in place
     cache = cache_for(settings)
     last = [0.0]
     token = trio.lowlevel.current_trio_token()
