@@ -128,7 +128,10 @@ def test_architecture_from_a_rootfs_following_absolute_links(tmp_path: Path) -> 
 def test_architecture_from_a_sif_header(tmp_path: Path) -> None:
     sif = tmp_path / "a.sif"
     sif.write_bytes(
-        b"#!/usr/bin/env run-singularity\n".ljust(32, b"\x00") + b"SIF_MAGIC\x00" + b"01\x00" + b"04\x00"
+        b"#!/usr/bin/env run-singularity\n".ljust(32, b"\x00")
+        + b"SIF_MAGIC\x00"
+        + b"01\x00"  # format version
+        + b"04\x00"  # arm64
     )
     assert arch.sif_arch(str(sif)) == "aarch64"
 
