@@ -42,7 +42,8 @@ CREATED=$BASE/created
 LOCK_FILE=$BASE/.lock
 
 PACKAGES=(slurmctld slurmd slurm-client munge openssh-server openssh-client
-    netcat-openbsd socat iproute2 python3 python3-venv git util-linux procps)
+    netcat-openbsd socat iproute2 python3 python3-venv git util-linux procps
+    podman runc uidmap slirp4netns fuse-overlayfs debootstrap tar)
 
 # Slurm commands must read our /etc/slurm/slurm.conf, nothing else.
 unset SLURM_CONF
@@ -286,6 +287,19 @@ ensure_user() {
     mkdir -p "$home"
     chown "$u:$(id -gn "$u")" "$home"
     chmod 0700 "$home"
+    ensure_subids "$u"
+}
+
+# Rootless podman needs sub-ids for the user (useradd adds them only if the files exist).
+ensure_subids() {
+    local u=$1 f start
+    for f in /etc/subuid /etc/subgid; do
+        touch "$f"
+        grep -q "^$u:" "$f" && continue
+        start=$(awk -F: 'BEGIN { m = 100000 } { e = $2 + $3; if (e > m) m = e } END { print m }' "$f")
+        printf '%s:%s:65536\n' "$u" "$start" >>"$f"
+        record "subid $f $u"
+    done
 }
 
 # ---------------------------------------------------------------- munge

@@ -34,7 +34,8 @@ class Profile:
     name: str
     sbatch: tuple[str, ...]
     description: str = ""
-    container: str = ""
+    container: str = ""  # the image every session runs in ("" = on the node); key `image`
+    runtime: str = ""  # enroot | apptainer | podman; "" = by the image's kind
     idle_grace: float = 600.0
     walltime_warnings: tuple[float, ...] = (600.0, 120.0)
     connect_timeout: float = 1800.0
@@ -47,6 +48,14 @@ class DaemonSettings:
     poll_idle: float = 600.0
     shutdown_grace: float = 5.0
     idle_exit: float = 1800.0
+
+
+@dataclass(frozen=True)
+class ContainerSettings:
+    cache_dir: str = ""  # "" = $XDG_CACHE_HOME/islurm/images
+    cache_limit: int = 50 << 30  # bytes
+    project_roots: tuple[str, ...] = ()  # images under these are copied to the cache first
+    binds: tuple[str, ...] = ()  # host dirs mounted into every container (home always is)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class Settings:
     update: UpdateSettings
     defaults: Profile = field(default_factory=lambda: Profile(name="", sbatch=()))
     profiles: dict[str, Profile] = field(default_factory=dict)
+    containers: ContainerSettings = field(default_factory=ContainerSettings)
 
 
 def parse_duration(value: object) -> float:
@@ -83,7 +93,15 @@ def parse_duration(value: object) -> float:
 _SECTIONS: dict[str, set[str]] = {
     "daemon": {"port_range", "poll_busy", "poll_idle", "shutdown_grace", "idle_exit"},
     "update": {"auto_update", "interval", "remote"},
-    "defaults": {"idle_grace", "walltime_warnings", "connect_timeout", "container"},
+    "defaults": {
+        "idle_grace",
+        "walltime_warnings",
+        "connect_timeout",
+        "container",
+        "image",
+        "runtime",
+    },
+    "containers": {"cache_dir", "cache_limit", "project_roots", "binds"},
 }
 _PROFILE_KEYS = {"description", "sbatch", *_SECTIONS["defaults"]}
 
@@ -187,9 +205,59 @@ def _session_options(t: dict[str, Any], r: _Reader, prefix: str, base: Profile) 
     return {
         "idle_grace": r.duration(t, "idle_grace", prefix, base.idle_grace),
         "connect_timeout": r.duration(t, "connect_timeout", prefix, base.connect_timeout),
-        "container": r.string(t, "container", prefix, base.container),
+        "container": r.string(t, "image", prefix, r.string(t, "container", prefix, base.container)),
+        "runtime": _runtime(r.string(t, "runtime", prefix, base.runtime), r, prefix),
         "walltime_warnings": warnings,
     }
+
+
+_RUNTIMES = ("", "enroot", "apptainer", "singularity", "podman")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+
+
+def _runtime(value: str, r: _Reader, prefix: str) -> str:
+    if value not in _RUNTIMES:
+        raise r.fail(f"{prefix}.runtime", f"expected one of {', '.join(_RUNTIMES[1:])}")
+    return value
+
+
+def parse_size(value: object) -> int:
+    """Bytes from a number or a string such as "500M", "20G"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+    raise ValueError(f"expected bytes or a string like '500M', '20G'; got {value!r}")
+
+
+def _paths(t: dict[str, Any], key: str, r: _Reader, base: tuple[str, ...]) -> tuple[str, ...]:
+    if key not in t:
+        return base
+    value = t[key]
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v.startswith("/") for v in value
+    ):
+        raise r.fail(f"containers.{key}", "expected a list of absolute paths")
+    return tuple(value)
+
+
+def _containers(raw: dict[str, Any], r: _Reader, base: ContainerSettings) -> ContainerSettings:
+    t = _table(raw, "containers", r)
+    r.check_keys(t, _SECTIONS["containers"], "containers")
+    limit = base.cache_limit
+    if "cache_limit" in t:
+        try:
+            limit = parse_size(t["cache_limit"])
+        except ValueError as exc:
+            raise r.fail("containers.cache_limit", str(exc)) from None
+    return ContainerSettings(
+        cache_dir=r.string(t, "cache_dir", "containers", base.cache_dir),
+        cache_limit=limit,
+        project_roots=_paths(t, "project_roots", r, base.project_roots),
+        binds=_paths(t, "binds", r, base.binds),
+    )
 
 
 def _sbatch_options(value: object, r: _Reader, dotted: str) -> tuple[str, ...]:
@@ -253,6 +321,7 @@ def _layer(raw: dict[str, Any], r: _Reader, base: Settings) -> Settings:
         update=_update(raw, r, base.update),
         defaults=new_defaults,
         profiles=_profiles(raw, r, new_defaults, rebased),
+        containers=_containers(raw, r, base.containers),
     )
 
 
@@ -262,7 +331,12 @@ def load_settings(path: str | None) -> Settings:
     base = _layer(_builtin(), _Reader("(built-in defaults.toml)", ""), empty)
     if path is None or not Path(path).exists():
         return Settings(
-            path or "(built-in)", base.daemon, base.update, base.defaults, base.profiles
+            path or "(built-in)",
+            base.daemon,
+            base.update,
+            base.defaults,
+            base.profiles,
+            base.containers,
         )
     try:
         text = Path(path).read_text("utf-8")

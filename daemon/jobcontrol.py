@@ -14,6 +14,7 @@ import trio
 from islurm.config import paths
 from islurm.config.settings import Profile, Settings
 from islurm.daemon.errors import Code, RpcFault
+from islurm.daemon.imageprep import prepare_image
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.ports import PortPool
 from islurm.daemon.progress import note
@@ -63,6 +64,8 @@ class JobControl:
     ) -> Job:
         """sbatch a job for `profile` with a fresh port lease; the lease is released on every
         path that does not end in a job (rejected, cancelled, timed out)."""
+        containers = self.settings().containers
+        image = await prepare_image(containers, profile.container, notify)
         port = self.ports.lease(holder)
         options = sbatch_options(
             profile,
@@ -78,6 +81,9 @@ class JobControl:
                 profile=profile.name,
                 walltime_warnings=profile.walltime_warnings,
                 time_limit=time_limit_of([*profile.sbatch, *extra]),
+                image=image,
+                runtime=profile.runtime,
+                binds=(*containers.project_roots, *containers.binds),
             )
         )
         notify("session.progress", note(f"submitting a job for profile {profile.name}"))

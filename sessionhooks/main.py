@@ -23,6 +23,8 @@ from types import FrameType
 
 from islurm.config import paths, records
 from islurm.sessionhooks import hostkey, jobinfo, sshd, terminals
+from islurm.sessionhooks.container.base import ContainerError
+from islurm.sessionhooks.container.job import JobContainer, job_container
 from islurm.sessionhooks.walltime import WalltimeWarnings, format_left
 
 LISTEN_TIMEOUT = 20.0
@@ -238,6 +240,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ca-dir", default=None, help=argparse.SUPPRESS)  # jobs of islurm <= 0.1
     p.add_argument("--warn-before", type=float, action="append", default=[])
     p.add_argument("--time-limit", type=int, default=None, help="the job's limit in seconds")
+    p.add_argument("--image", default="", help="run every session in this container image")
+    p.add_argument("--runtime", default="", help="enroot, apptainer or podman (default: by image)")
+    p.add_argument("--bind", action="append", default=[], help="host dir mounted in the container")
     return p.parse_args(argv)
 
 
@@ -259,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     jobdir = tempfile.mkdtemp(prefix=f"islurm-job{job_id}-")  # 0700, node-local
     proc: subprocess.Popen[bytes] | None = None
+    container: JobContainer | None = None
     code = 0
     try:
         key = os.path.join(jobdir, "ssh_host_ed25519_key")
@@ -269,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         cert = hostkey.install_certificate(key, hostkey.await_certificate(jobs, job_id, say))
         binary = sshd.find_sshd()
         penalties = sshd.per_source_penalties_supported(binary, args.state_dir)
+        if args.image:  # started before sshd: no session can arrive before its container
+            container = job_container(
+                job_id, args.image, args.runtime, args.bind, jobdir, job_environment(), node, say
+            )
+        force = container.start() if container else None
         base = sshd.SshdConfig(
             port=0,
             host_key=key,
@@ -277,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             env=job_environment(),
             per_source_penalties=penalties,
             penalty_exempt=login_node_addresses() if penalties else (),
+            force_command=force,
         )
         proc, port = start_listening(
             base, os.path.join(jobdir, "sshd_config"), args.port_lease, binary
@@ -293,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     except Stop as stop:
         say(f"stopping on {stop}")
-    except sshd.SshdError as exc:
+    except (sshd.SshdError, ContainerError) as exc:
         _fail(jobs, job_id, str(exc))
         code = 1
     except (OSError, ValueError) as exc:
@@ -305,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         records.remove(jobs, job_id, (records.RECORD, records.SIGN_REQUEST, records.CERTIFICATE))
         if proc is not None:
             stop_process(proc)
+        if container is not None:
+            container.stop()
         shutil.rmtree(jobdir, ignore_errors=True)
         SSHD_LOG.close()
     return code

@@ -113,6 +113,7 @@ class SshdConfig:
     env: Mapping[str, str] | None = None
     per_source_penalties: bool = False  # per_source_penalties_supported(binary, ...)
     penalty_exempt: tuple[str, ...] = ()  # addresses/CIDRs of the login nodes
+    force_command: str | None = None  # the container wrapper every session goes through
 
     def render(self) -> str:
         lines = [
@@ -147,6 +148,10 @@ class SshdConfig:
             "LogLevel INFO",
             "Subsystem sftp internal-sftp",
         ]
+        if self.force_command:
+            # Shells, commands, sftp (SSH_ORIGINAL_COMMAND=internal-sftp) all enter the job's
+            # container; forwarding needs no command and uses the host network it shares.
+            lines.append(f"ForceCommand {_config_value(self.force_command)}")
         if self.host_cert:
             lines.append(f"HostCertificate {_config_value(self.host_cert)}")
         if self.per_source_penalties:

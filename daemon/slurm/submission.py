@@ -20,6 +20,9 @@ class HookCommand:
     profile: str
     walltime_warnings: Sequence[float] = ()
     time_limit: int | None = None  # seconds, when the profile says (saves the hook a squeue)
+    image: str = ""  # the container every session runs in (already the cached copy)
+    runtime: str = ""
+    binds: Sequence[str] = ()
 
     def argv(self) -> list[str]:
         argv = [
@@ -37,6 +40,12 @@ class HookCommand:
             argv += ["--warn-before", f"{lead:g}"]
         if self.time_limit is not None:
             argv += ["--time-limit", str(self.time_limit)]
+        if self.image:
+            argv += ["--image", self.image]
+            if self.runtime:
+                argv += ["--runtime", self.runtime]
+            for path in self.binds:
+                argv += ["--bind", path]
         return argv
 
 

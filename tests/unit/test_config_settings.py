@@ -178,7 +178,7 @@ def test_typo_key_names_file_line_key_and_the_allowed_keys(
     err = refusal(path, '# my config\n\n[profiles.cpu]\ndescription = "x"\nidel_grace = "5m"\n')
     assert str(err) == (
         f"{path}:5: profiles.cpu.idel_grace: unknown key; allowed here: connect_timeout, "
-        "container, description, idle_grace, sbatch, walltime_warnings"
+        "container, description, idle_grace, image, runtime, sbatch, walltime_warnings"
     )
     assert (err.path, err.line, err.key) == (path, 5, "profiles.cpu.idel_grace")
 
@@ -233,7 +233,7 @@ def test_typo_in_a_section_name_points_at_its_line(write: Callable[[str | bytes]
     path = write("")
     err = refusal(path, "# settings\n\n[deamon]\npoll_idle = 5\n")
     assert "deamon" in err.key
-    assert "allowed at the top level: daemon, defaults, profiles, update" in err.detail
+    assert "allowed at the top level: containers, daemon, defaults, profiles, update" in err.detail
     assert str(err).startswith(f"{path}:3: ")
 
 
