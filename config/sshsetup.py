@@ -37,16 +37,17 @@ class Target:
         return f"{self.user}@{self.login}" if self.user else self.login
 
 
-def render_config(target: Target, profiles: Iterable[str]) -> str:
+def render_config(target: Target, profiles: Iterable[str], cluster_user: str) -> str:
     """Our ssh config file: one `Host slurm-<profile>` per profile, reached through the login
-    node, and our key offered to the login node in addition to the user's own settings."""
+    node, and our key offered to the login node in addition to the user's own settings.
+    The job's sshd admits only the cluster user, whatever the laptop's user is called."""
     proxy = ProxySpec(login=target.destination, remote_command=REMOTE_PROXY)
     parts = [
         "# islurm hosts, written by `islurmctl setup`: re-run it rather than edit this file.\n",
         f"Host {config_word(target.login, expands=False)}\n    IdentityFile {KEY}\n",
     ]
     for p in profiles:
-        block = host_block(p, proxy, KNOWN_HOSTS, target.user)
+        block = host_block(p, proxy, KNOWN_HOSTS, cluster_user)
         parts.append(block + f"    IdentityFile {KEY}\n")
     return "\n".join(parts)
 

@@ -21,7 +21,9 @@ class SshError(Exception):
     def __init__(self, argv: list[str], code: int, stderr: str) -> None:
         self.argv, self.code, self.stderr = argv, code, stderr.strip()
         last = self.stderr.splitlines()[-1] if self.stderr else "(no message)"
-        super().__init__(f"`{' '.join(argv[:6])} ...` exited {code}: {last}")
+        # The remote command may be a whole program (remote_agent): name its first words only.
+        shown = " ".join(w if len(w) < 60 else w[:20] + "..." for w in argv)[:200]
+        super().__init__(f"`{shown}` exited {code}: {last}")
 
 
 def remote_words(argv: list[str]) -> str:

@@ -10,6 +10,7 @@ it). It prints one JSON object on stdout; pip's chatter goes to stderr.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -73,6 +74,7 @@ def probe(args: list[str]) -> dict[str, Any]:
         "wheel_sha256": (_read(MARK) or "").strip() or None,
         "ca_exists": os.path.isdir(CA),
         "key_added": False,
+        "user": getpass.getuser(),
     }
     if args[:1] == ["--add-key"]:
         out["key_added"] = add_key(args[1])

@@ -118,6 +118,7 @@ def _setup(args: argparse.Namespace, target: sshsetup.Target, state: dict[str, A
     login = Login(target, key if key.exists() else None)
     installed = _install(args, login, info, dry)
     remote = _remote_facts(login, target, installed, args, dry)
+    remote["user"] = info["user"]
     if not dry:
         _service_and_doctor(login)
 
@@ -211,7 +212,7 @@ def _laptop_files(
     user_config = ssh_dir / "config"
     old = user_config.read_bytes().decode() if user_config.exists() else None
     changes = [
-        Change(ours / "config", sshsetup.render_config(target, remote["profiles"])),
+        Change(ours / "config", sshsetup.render_config(target, remote["profiles"], remote["user"])),
         Change(ours / "known_hosts", remote["known_hosts"]),
         Change(user_config, sshsetup.add_include(old)),
     ]
