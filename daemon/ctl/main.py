@@ -13,7 +13,7 @@ from typing import Any
 
 from islurm.config import paths
 from islurm.config.text import terminal_safe
-from islurm.daemon.ctl import doctor, service, sessions
+from islurm.daemon.ctl import doctor, laptop, service, sessions, setup, uninstall
 from islurm.daemon.ctl.common import Fail, call, connect
 from islurm.daemon.ctl.exits import Exit, exit_for
 
@@ -197,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--socket", help="islurmd's socket (default: the per-user one)")
     p.add_argument("--config", help="config file (default: ~/.config/islurm/config.toml)")
+    p.add_argument("--version", action="store_true", help="print islurm's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(
@@ -229,6 +230,8 @@ def _parser() -> argparse.ArgumentParser:
     sessions.register(sub)
     doctor.register(sub)
     service.register(sub)
+    setup.register(sub)
+    uninstall.register(sub)
     h = sub.add_parser("help", help="show help for a command")
     h.add_argument("topic", nargs="?")
     h.set_defaults(fn=None)
@@ -251,7 +254,19 @@ def _quiet_logs() -> None:
 def main(argv: list[str] | None = None) -> int:
     _quiet_logs()
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.version:
+        from islurm.daemon.version import VERSION
+
+        print(VERSION)
+        return 0
+    if laptop.forwards(args.command, args.socket):  # setup ran here: the login node answers
+        if args.command == "doctor":
+            from islurm.daemon.ctl import doctor_laptop
+
+            return doctor_laptop.run(argv, args.json)
+        return laptop.forward(argv)
     if args.command is None or args.command == "help":
         topic = getattr(args, "topic", None)
         if topic:
