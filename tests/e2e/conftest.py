@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -91,6 +92,8 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def product(cluster: Cluster) -> str:
+    # The prefix is the tests' own: start from nothing, whatever layout an earlier run left.
+    shutil.rmtree(os.path.join(E2E_PREFIX, "share", "islurm"), ignore_errors=True)
     r = subprocess.run(
         [
             "make",
