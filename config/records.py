@@ -7,6 +7,8 @@ daemon (login node) writes the host certificate. Stdlib only: the hook imports t
     jobs/<id>.error      why the hook could not start sshd                   (hook writes)
     jobs/<id>.csr        the job's host public key, asking to be signed      (hook writes)
     jobs/<id>.cert       the host certificate signed by the user's CA        (daemon writes)
+    jobs/<id>.hostkey    a host key made and signed before the job started   (daemon writes;
+                         the hook takes it and removes it at start)
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ RECORD = ".json"
 ERROR = ".error"
 SIGN_REQUEST = ".csr"
 CERTIFICATE = ".cert"
-SUFFIXES = (RECORD, ERROR, SIGN_REQUEST, CERTIFICATE)
+HOST_KEY = ".hostkey"
+SUFFIXES = (RECORD, ERROR, SIGN_REQUEST, CERTIFICATE, HOST_KEY)
 #: the address family the job's sshd listens on; connects use exactly this family
 LISTEN_FAMILY = "inet"
 LISTEN_ADDRESS = "0.0.0.0"  # noqa: S104 - every IPv4 address of the node, nothing else

@@ -13,6 +13,7 @@ import trio
 
 from islurm.config import paths
 from islurm.config.settings import Profile, Settings
+from islurm.daemon import hostkeys
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.imageprep import prepare_image
 from islurm.daemon.jobs import Job, JobTable
@@ -66,7 +67,12 @@ class JobControl:
         path that does not end in a job (rejected, cancelled, timed out)."""
         containers = self.settings().containers
         image = await prepare_image(containers, profile.container, notify)
+        jobs_dir = paths.records_dir(self.hook.state_dir)
+        # The job's host key, made and (once its id is known) signed here: the job only
+        # starts sshd. Without it (no CA, keygen failed) the job asks for a signature.
+        key = await hostkeys.make(jobs_dir) if self.hook.ca_dir else None
         port = self.ports.lease(holder)
+        time_limit = time_limit_of([*profile.sbatch, *extra])
         options = sbatch_options(
             profile,
             log_path=os.path.join(paths.log_dir(self.hook.state_dir), "job-%j.log"),
@@ -80,7 +86,8 @@ class JobControl:
                 port_lease=port,
                 profile=profile.name,
                 walltime_warnings=profile.walltime_warnings,
-                time_limit=time_limit_of([*profile.sbatch, *extra]),
+                time_limit=time_limit,
+                premade_key=key is not None,
                 image=image,
                 runtime=profile.runtime,
                 binds=(*containers.project_roots, *containers.binds),
@@ -91,7 +98,12 @@ class JobControl:
             job_id = await self._sbatch(profile, options, script, notify)
         except BaseException:
             self.ports.release(holder)
+            hostkeys.discard(key)
             raise
+        if key is not None and self.hook.ca_dir is not None:
+            # It may pend up to the connect timeout, then run its time limit.
+            lifetime = None if time_limit is None else time_limit + profile.connect_timeout
+            await hostkeys.install(key, self.hook.ca_dir, jobs_dir, job_id, lifetime)
         self.ports.rename(holder, job_id)
         job = self.table.add(
             Job(job_id=job_id, profile=profile.name, submitted_here=True, port=port)

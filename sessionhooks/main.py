@@ -238,6 +238,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port-lease", type=int, default=0)
     p.add_argument("--profile", required=True)
     p.add_argument("--ca-dir", default=None, help=argparse.SUPPRESS)  # jobs of islurm <= 0.1
+    p.add_argument("--premade-key", action="store_true", help="islurmd writes a signed host key")
     p.add_argument("--warn-before", type=float, action="append", default=[])
     p.add_argument("--time-limit", type=int, default=None, help="the job's limit in seconds")
     p.add_argument("--image", default="", help="run every session in this container image")
@@ -268,11 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         key = os.path.join(jobdir, "ssh_host_ed25519_key")
-        host_pub = sshd.generate_host_key(key, f"islurm-job-{job_id}@{node}")
         # The daemon passes the profile's time limit; Slurm is asked only when it could not.
         end = started + args.time_limit if args.time_limit else jobinfo.end_time(job_id)
-        hostkey.request_signature(jobs, job_id, host_pub, end)
-        cert = hostkey.install_certificate(key, hostkey.await_certificate(jobs, job_id, say))
+        comment = f"islurm-job-{job_id}@{node}"
+        host_pub, cert = hostkey.host_key(jobs, job_id, key, comment, end, args.premade_key, say)
         binary = sshd.find_sshd()
         penalties = sshd.per_source_penalties_supported(binary, args.state_dir)
         if args.image:  # started before sshd: no session can arrive before its container

@@ -20,6 +20,7 @@ class HookCommand:
     profile: str
     walltime_warnings: Sequence[float] = ()
     time_limit: int | None = None  # seconds, when the profile says (saves the hook a squeue)
+    premade_key: bool = False  # islurmd writes the job's signed host key (config/records.py)
     image: str = ""  # the container every session runs in (already the cached copy)
     runtime: str = ""
     binds: Sequence[str] = ()
@@ -40,6 +41,8 @@ class HookCommand:
             argv += ["--warn-before", f"{lead:g}"]
         if self.time_limit is not None:
             argv += ["--time-limit", str(self.time_limit)]
+        if self.premade_key:
+            argv.append("--premade-key")
         if self.image:
             argv += ["--image", self.image]
             if self.runtime:
