@@ -315,14 +315,18 @@ def test_hostile_names_and_paths_never_execute(user: User, tmp_path: Path) -> No
         "[profiles.cpu]\n"
         'sbatch = ["--partition=interactive", "--time=00:10:00",'
         ' "--export=ALL,SLURM_ISLURM_TEST=$(touch /tmp/islurm-pwned);`id`"]\n'
-        'container = "/images/x y;$(touch /tmp/islurm-pwned).sqsh"\n',
+        "[profiles.boxed]\n"
+        'sbatch = ["--partition=interactive", "--time=00:10:00"]\n'
+        'image = "/images/x y;$(touch /tmp/islurm-pwned).sqsh"\n',
         tmp_path,
     )
     r = user.ssh("slurm-cpu", "printenv SLURM_ISLURM_TEST")
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout.decode().strip() == "$(touch /tmp/islurm-pwned);`id`"
-    listed = json.loads(user.islurmctl("list", "--json").stdout)
-    assert listed[0]["container"] == "/images/x y;$(touch /tmp/islurm-pwned).sqsh"
+    # The image path reaches the job verbatim: it does not exist, and the error names it.
+    r = user.ssh("slurm-boxed", "true")
+    assert r.returncode != 0
+    assert "/images/x y;$(touch /tmp/islurm-pwned).sqsh" in r.stderr.decode(), r.stderr.decode()
     assert not os.path.exists(MARKER)
 
 
