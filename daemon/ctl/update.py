@@ -100,7 +100,11 @@ def cmd_update(args: argparse.Namespace) -> int:
                 return 0
             now = got
     except installer.UpdateFailed as exc:
-        state.log("refused" if exc.step in ("install", "lock") else "failed", error=str(exc))
+        state.log(
+            "refused" if exc.step in ("install", "lock") else "gave_up",
+            step=exc.step,
+            error=str(exc),
+        )
         raise Fail(
             Exit.ERROR,
             f"update failed at {exc.step}: {exc}; islurm {installer.current_version(install)} "
