@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from islurm.daemon.update.installer import DIE_AT_ENV
 from tests.e2e.conftest import REPO, TEST_CONFIG, Cluster, User
 
 BROKEN = 'raise ImportError("islurm 0.3.0 is broken on purpose")\n'
