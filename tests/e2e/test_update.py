@@ -134,7 +134,7 @@ class Session:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.wait(10)
+        self.proc.communicate(timeout=10)  # also closes its pipes
 
 
 def test_check_update_refuse_a_broken_tag_and_roll_back_with_a_session_open(
@@ -177,3 +177,42 @@ def test_check_update_refuse_a_broken_tag_and_roll_back_with_a_session_open(
         assert session.echo("after rollback") == "after rollback"
     finally:
         session.close()
+
+
+def test_off_opt_out_or_site_make_no_access_to_the_remote(
+    updater: User, channel: Channel, tmp_path: Path
+) -> None:
+    u = updater
+    wrapper = channel.dir / "bin"
+    wrapper.mkdir(exist_ok=True)
+    calls = channel.dir / "git-calls.log"
+    (wrapper / "git").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/git "$@"\n')
+    (wrapper / "git").chmod(0o755)
+    subprocess.run(["chown", "-R", u.name, str(wrapper)], check=True)
+    path = f"{wrapper}:{u.prefix}/bin:/usr/bin:/bin"
+    site = channel.dir / "site.toml"
+    site.write_text('[update]\nmode = "off"\n')
+    noauto = Path(u.home, ".config/islurm/noauto")
+    cases = [
+        ({"ISLURM_SITE_CONFIG": str(site)}, "set by the site"),
+        ({}, "opt-out file"),
+    ]
+    subprocess.run(["runuser", "-u", u.name, "--", "touch", str(noauto)], check=True)
+    try:
+        for env, why in cases:
+            if not env:
+                pass
+            elif noauto.exists():
+                noauto.unlink()
+            if not env:
+                subprocess.run(["runuser", "-u", u.name, "--", "touch", str(noauto)], check=True)
+            for cmd in (["check"], ["update"]):
+                r = u.run(["islurmctl", *cmd], env={"PATH": path, **env})
+                said = (r.stdout + r.stderr).decode()
+                assert why in said, said
+        assert not calls.exists(), calls.read_text()
+    finally:
+        noauto.unlink(missing_ok=True)
+    r = u.run(["islurmctl", "check"], env={"PATH": path})  # the control: the wrapper sees git
+    assert r.returncode == 0, r.stderr.decode()
+    assert "ls-remote" in calls.read_text()
