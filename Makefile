@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Where `make install` puts islurm: a venv under $(PREFIX)/share/islurm, commands in $(PREFIX)/bin.
+# Where `make install` puts islurm: generations under $(PREFIX)/share/islurm, commands in $(PREFIX)/bin.
 PREFIX ?= $(HOME)/.local
 # The product as the unprivileged test user runs it (built from Debian's python3: root's
 # Python may live in a 0700 home).
@@ -34,14 +34,23 @@ $(VENV)/.installed: pyproject.toml | dev-tree
 
 venv: $(VENV)/.installed
 
+# A new generation each time (<root>/generations/<version>-<time>/venv, built in place: venvs
+# cannot move), its self-test, then `current` switched by rename; the install record
+# (<root>/install.json) makes it an install `islurmctl update` may update. Layout:
+# config/installs.py.
+ISLURM_ROOT = $(PREFIX)/share/islurm
 install:
-	$(PYTHON) -m venv "$(PREFIX)/share/islurm/venv"
-	"$(PREFIX)/share/islurm/venv/bin/python" -m pip install -q --upgrade pip
-	"$(PREFIX)/share/islurm/venv/bin/python" -m pip install -q --force-reinstall --no-deps "$(CURDIR)"
-	"$(PREFIX)/share/islurm/venv/bin/python" -m pip install -q "$(CURDIR)"
-	mkdir -p "$(PREFIX)/bin"
-	for c in islurmd islurm-proxy islurmctl; do \
-	  ln -sfn "$(PREFIX)/share/islurm/venv/bin/$$c" "$(PREFIX)/bin/$$c"; done
+	@set -euo pipefail; \
+	version=$$($(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])'); \
+	gen="$(ISLURM_ROOT)/generations/$$version-$$(date -u +%Y%m%dT%H%M%SZ)"; \
+	python=$$($(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))'); \
+	mkdir -p "$(ISLURM_ROOT)/generations"; \
+	echo "building $$gen"; \
+	"$$python" -m venv "$$gen/venv"; \
+	"$$gen/venv/bin/python" -m pip install -q --upgrade pip; \
+	"$$gen/venv/bin/python" -m pip install -q "$(CURDIR)"; \
+	"$$gen/venv/bin/islurmctl" update --adopt "$$gen" --kind make --prefix "$(PREFIX)" --python "$$python" \
+	  || { rm -rf "$$gen"; exit 1; }
 	@echo "installed islurm into $(PREFIX) (commands in $(PREFIX)/bin)"
 
 uninstall:

@@ -58,11 +58,17 @@ class ContainerSettings:
     binds: tuple[str, ...] = ()  # host dirs mounted into every container (home always is)
 
 
+UPDATE_MODES = ("auto", "check-only", "off")
+
+
 @dataclass(frozen=True)
 class UpdateSettings:
-    auto_update: bool = True
+    """The user's [update] table (a site file may override it: daemon/update/policy.py)."""
+
+    mode: str = "auto"
+    #: git remote, optionally followed by "#" and a tag glob; "" = the project's release tags
+    channel: str = ""
     interval: float = 86400.0
-    remote: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ def parse_duration(value: object) -> float:
 
 _SECTIONS: dict[str, set[str]] = {
     "daemon": {"port_range", "poll_busy", "poll_idle", "shutdown_grace", "idle_exit"},
-    "update": {"auto_update", "interval", "remote"},
+    "update": {"mode", "channel", "interval", "auto_update", "remote"},
     "defaults": {
         "idle_grace",
         "walltime_warnings",
@@ -182,13 +188,27 @@ def _daemon(raw: dict[str, Any], r: _Reader, base: DaemonSettings) -> DaemonSett
 def _update(raw: dict[str, Any], r: _Reader, base: UpdateSettings) -> UpdateSettings:
     t = _table(raw, "update", r)
     r.check_keys(t, _SECTIONS["update"], "update")
-    auto = t.get("auto_update", base.auto_update)
-    if not isinstance(auto, bool):
-        raise r.fail("update.auto_update", "expected true or false")
+    mode, channel = base.mode, base.channel
+    # The keys of islurm 0.1 (and the classic tool): auto_update maps onto mode, remote onto
+    # channel; written beside their new names they are refused (which one would win?).
+    if "auto_update" in t:
+        if "mode" in t:
+            raise r.fail("update.auto_update", "replaced by update.mode; keep only mode")
+        if not isinstance(t["auto_update"], bool):
+            raise r.fail("update.auto_update", "expected true or false (better: mode = ...)")
+        mode = "auto" if t["auto_update"] else "off"
+    if "remote" in t:
+        if "channel" in t:
+            raise r.fail("update.remote", "replaced by update.channel; keep only channel")
+        channel = r.string(t, "remote", "update", "")
+    mode = r.string(t, "mode", "update", mode)
+    if mode not in UPDATE_MODES:
+        raise r.fail("update.mode", f"expected one of {', '.join(UPDATE_MODES)}; got {mode!r}")
+    interval = r.duration(t, "interval", "update", base.interval)
+    if interval < 10:
+        raise r.fail("update.interval", "at least 10 s (a check reaches out to the network)")
     return UpdateSettings(
-        auto_update=auto,
-        interval=r.duration(t, "interval", "update", base.interval),
-        remote=r.string(t, "remote", "update", base.remote),
+        mode=mode, channel=r.string(t, "channel", "update", channel), interval=interval
     )
 
 

@@ -14,6 +14,7 @@ import structlog
 import trio
 
 from islurm.config import paths
+from islurm.config.protocol import PROTOCOL
 from islurm.config.settings import ConfigError, Settings, load_settings
 from islurm.daemon import version
 from islurm.daemon.jobcontrol import HookSetup, JobControl
@@ -24,6 +25,7 @@ from islurm.daemon.records import RecordStore
 from islurm.daemon.rpc.methods import build_methods, make_dispatch
 from islurm.daemon.rpc.server import Connection, RpcServer
 from islurm.daemon.slurm.client import SlurmCli, SlurmClient
+from islurm.daemon.update.checker import UpdateChecker
 from islurm.daemon.watcher import Watcher
 
 log = structlog.get_logger("islurm.daemon")
@@ -83,6 +85,8 @@ class Daemon:
         #: there, so the next daemon can start while this one says goodbye)
         self.on_stopped_serving: Callable[[], None] | None = None
         self._watch_scope = trio.CancelScope()
+        self.updates = UpdateChecker(lambda: self.settings, opts.state_dir, self._handover)
+        self._nursery: trio.Nursery | None = None
 
     def _idle_grace(self, profile: str) -> float:
         p = self.settings.profiles.get(profile)
@@ -108,6 +112,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         return {
             "version": version.VERSION,
+            "protocol": PROTOCOL,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 1),
             "socket": self.opts.socket,
@@ -121,6 +126,7 @@ class Daemon:
             "leases": len(self.manager.leases),
             "submissions": self.jobs.submissions,
             "ports": len(self.ports.held()),
+            "update": self.updates.status(),
         }
 
     def reload(self) -> str | None:
@@ -186,6 +192,14 @@ class Daemon:
                 await self.stop(nursery)
                 return
 
+    async def _handover(self) -> None:
+        """islurm was updated: once no connect waits, leave by the TERM path; the next
+        connect starts the new version through `current`. Open sessions stay up."""
+        await self.manager.until_none_waiting()
+        if self._nursery is not None:
+            log.info("daemon.handing_over")
+            await self.stop(self._nursery)
+
     async def _watch(self, *, task_status: trio.TaskStatus[None]) -> None:
         with self._watch_scope:
             await self.watcher.run(self._leads, task_status=task_status)
@@ -197,6 +211,7 @@ class Daemon:
     ) -> None:
         paths.ensure_state_dirs(self.opts.state_dir)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._signals, nursery)
             await nursery.start(self.manager.run)
             await nursery.start(self.server.serve, listener)
@@ -209,4 +224,5 @@ class Daemon:
             )
             await nursery.start(self._watch)
             nursery.start_soon(self._exit_when_unused, nursery)
+            await nursery.start(self.updates.run)
             task_status.started()

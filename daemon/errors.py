@@ -24,6 +24,7 @@ class Code(enum.IntEnum):
     NOT_FOUND = rpccodes.NOT_FOUND
     HOOK_FAILED = rpccodes.HOOK_FAILED
     SHUTTING_DOWN = rpccodes.SHUTTING_DOWN
+    PROTOCOL_MISMATCH = rpccodes.PROTOCOL_MISMATCH
 
 
 class RpcFault(Exception):

@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=None, help="state dir (default: ~/.local/state/islurm)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument(
+        "--selftest",
+        action="store_true",
+        help="check this install (imports, a throw-away daemon, a shim round trip) and exit",
+    )
     return p
 
 
@@ -61,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(f"islurmd {version.VERSION}")
         return 0
+    if args.selftest:
+        from islurm.daemon.update import selftest
+
+        return selftest.run()
     try:
         state = paths.ensure_state_dirs(args.state_dir)
     except OSError as exc:

@@ -4,6 +4,7 @@ Watched inside the pump's poll loop; it never stalls the bytes."""
 
 import time
 
+from islurm.config.protocol import PROTOCOL
 from islurm.proxyshim.exits import EXIT_ENDED
 from islurm.proxyshim.jsonline import ProtocolError
 from islurm.proxyshim.report import ShimError, report
@@ -18,6 +19,7 @@ from islurm.proxyshim.rpc import (
     ensure_socket_dir,
     error_text,
     open_socket,
+    refuses_protocol,
 )
 
 
@@ -37,6 +39,7 @@ class Lease:
         self._retry_at: float | None = None
         self._spawned_at = -RESPAWN_EVERY
         self._gave_up = False
+        self._protocol: int | None = PROTOCOL  # None: the daemon predates protocol versions
         if conn is None:
             self._retry_at = time.monotonic()
         else:
@@ -77,7 +80,9 @@ class Lease:
             error = msg.get("error")
             if error is not None:
                 code = error.get("code") if isinstance(error, dict) else None
-                if code != DAEMON_SHUTTING_DOWN:
+                if refuses_protocol(error) and self._protocol is not None:
+                    self._protocol = None  # an islurmd 0.1: attach again, without it
+                elif code != DAEMON_SHUTTING_DOWN:
                     # The daemon does not know the job: retrying will not change its mind.
                     report(f"cannot re-take the lease on job {self._job_id}: {error_text(error)}")
                     self._gave_up = True
@@ -119,9 +124,10 @@ class Lease:
         if err == 0:
             conn = Conn(sock)
             try:
-                attach_id = conn.send(
-                    "session.attach", {"job_id": self._job_id, "profile": self._profile}
-                )
+                params: dict[str, object] = {"job_id": self._job_id, "profile": self._profile}
+                if self._protocol is not None:
+                    params["protocol"] = self._protocol
+                attach_id = conn.send("session.attach", params)
             except OSError:
                 conn.close()
                 return

@@ -36,7 +36,13 @@ if __name__ == "__main__" and not __package__:
     # Run as a file under -I -S: site-packages is not on sys.path. It is three levels up,
     # taken from the path as given: in the dev tree .dev/islurm/proxyshim is a symlink to the
     # repo's proxyshim/, and resolving it would lose the islurm/ level.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    _here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # Run through an install's `current` link: hold on to the generation it names now, so an
+    # update switching it mid-session never mixes two versions' modules in this process.
+    _head, _sep, _tail = _here.partition(os.sep + "current" + os.sep)
+    if _sep and os.path.islink(_head + os.sep + "current"):
+        _here = os.path.join(_head, os.readlink(_head + os.sep + "current"), _tail)
+    sys.path.insert(0, _here)
 
 STALE_RETRIES = 3  # connects to an endpoint that no longer answers before giving up
 NODE_HANGUP_WAIT = 5.0  # seconds to wait for islurmd's word when the node hangs up first

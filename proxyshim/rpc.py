@@ -14,7 +14,7 @@ import select
 import sys
 import time
 
-from islurm.config import rpccodes
+from islurm.config import protocol, rpccodes
 from islurm.proxyshim.exits import EXIT_ACQUIRE, EXIT_DAEMON
 from islurm.proxyshim.jsonline import ProtocolError, dumps
 from islurm.proxyshim.jsonline import message as _message
@@ -44,6 +44,19 @@ class DaemonGone(Exception):
 
 class DaemonStopping(DaemonGone):
     """The daemon said it is shutting down (code 1008): ask the next one."""
+
+
+class PreProtocolDaemon(Exception):
+    """An islurmd from before protocol versions (0.1) refused the `protocol` param: ask
+    again without it (docs/PROTOCOL.md §2 "Versions")."""
+
+
+def refuses_protocol(error: object) -> bool:
+    return (
+        isinstance(error, dict)
+        and error.get("code") == rpccodes.INVALID_PARAMS
+        and "'protocol'" in str(error.get("data"))
+    )
 
 
 class Conn:
@@ -222,7 +235,11 @@ def acquire(
 ) -> tuple[Conn, Ready]:
     """Ask islurmd for a ready session; keep the returned connection open: it is the lease.
     `unreachable`: the endpoint islurmd gave before, which did not answer (it drops it)."""
-    params: dict[str, object] = {"profile": profile, "client_pid": os.getpid()}
+    params: dict[str, object] = {
+        "profile": profile,
+        "client_pid": os.getpid(),
+        "protocol": protocol.PROTOCOL,
+    }
     if timeout is not None:
         params["timeout"] = timeout
     if unreachable is not None:
@@ -231,16 +248,22 @@ def acquire(
             "host": unreachable.host,
             "port": unreachable.port,
         }
-    for attempt in (1, 2):
+    gone = 0
+    while gone < 2:
         conn = connect(path)
         try:
             return conn, _await_ready(conn, conn.send("session.acquire", params), timeout)
-        except DaemonGone as gone:
+        except PreProtocolDaemon:
             conn.close()
-            if attempt == 1:
+            if params.pop("protocol", None) is None:
+                raise ShimError(EXIT_DAEMON, "islurmd refused the request's params") from None
+        except DaemonGone as exc:
+            conn.close()
+            gone += 1
+            if gone == 1:
                 inform(
                     "islurmd is shutting down; asking the next one"
-                    if isinstance(gone, DaemonStopping)
+                    if isinstance(exc, DaemonStopping)
                     else "islurmd closed the connection; asking again"
                 )
         except OSError as exc:
@@ -289,6 +312,8 @@ def _await_ready(conn: Conn, req_id: int, timeout: float | None) -> Ready:
             error = msg.get("error")
             if isinstance(error, dict) and error.get("code") == DAEMON_SHUTTING_DOWN:
                 raise DaemonStopping
+            if refuses_protocol(error):
+                raise PreProtocolDaemon
             if error is not None:
                 raise ShimError(EXIT_ACQUIRE, error_text(error))
             answered = True

@@ -36,7 +36,10 @@ def daemon_argv() -> list[str]:
         return argv
     if not sys.executable:
         raise ValueError("cannot tell which Python runs islurm (sys.executable is empty)")
-    python = os.path.abspath(sys.executable)
+    # Through an install's `current` link: after an update the new version starts.
+    from islurm.config.installs import through_current
+
+    python = through_current(os.path.abspath(sys.executable))
     script = os.path.join(os.path.dirname(python), "islurmd")
     if os.path.isfile(script) and os.access(script, os.X_OK):
         return [script]

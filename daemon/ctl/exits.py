@@ -35,6 +35,7 @@ RPC_TO_EXIT: dict[Code, Exit] = {
     Code.NOT_FOUND: Exit.NOT_FOUND,
     Code.HOOK_FAILED: Exit.ERROR,
     Code.SHUTTING_DOWN: Exit.ERROR,
+    Code.PROTOCOL_MISMATCH: Exit.ERROR,  # its message says what to do
 }
 
 

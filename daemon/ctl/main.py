@@ -13,7 +13,7 @@ from typing import Any
 
 from islurm.config import paths
 from islurm.config.text import terminal_safe
-from islurm.daemon.ctl import doctor, laptop, service, sessions, setup, uninstall
+from islurm.daemon.ctl import doctor, laptop, service, sessions, setup, uninstall, update
 from islurm.daemon.ctl.common import Fail, call, connect
 from islurm.daemon.ctl.exits import Exit, exit_for
 
@@ -112,6 +112,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"  {'slurm:':11}{w.get('error') or 'ok'} ({w.get('polls')} polls, "
         f"every {w.get('interval')} s now)",
         f"  {'sessions:':11}{status['leases']} open, {status['submissions']} jobs submitted",
+        *update.status_lines(status.get("update")),
     ]
     for line in lines:
         print(terminal_safe(line, one_line=True))
@@ -185,8 +186,15 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
 def _local_shim_command() -> tuple[str, ...]:
     """The fastest way to start the shim: no site import, straight to its file."""
     import islurm.proxyshim.main as shim
+    from islurm.config.installs import through_current
 
-    return (sys.executable, "-I", "-S", os.path.abspath(shim.__file__))
+    # Through `current` in a managed install: ssh runs the updated shim after an update.
+    return (
+        through_current(os.path.abspath(sys.executable)),
+        "-I",
+        "-S",
+        through_current(os.path.abspath(shim.__file__)),
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -232,6 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     service.register(sub)
     setup.register(sub)
     uninstall.register(sub)
+    update.register(sub)
     h = sub.add_parser("help", help="show help for a command")
     h.add_argument("topic", nargs="?")
     h.set_defaults(fn=None)

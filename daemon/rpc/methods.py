@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 from jsonrpcserver import Error, InvalidParams, Result, Success, dispatch
 
+from islurm.config import protocol as proto
 from islurm.daemon import gpuswap as swap
+from islurm.daemon import version
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.manager import SessionManager
 from islurm.daemon.rpc.server import Connection, deserialize
@@ -62,6 +65,23 @@ def _endpoint(name: str, value: object) -> tuple[str, str, int]:
     return job_id, host, port
 
 
+def _protocol(value: object) -> None:
+    """A client speaking a newer protocol than ours: say what to do (docs/PROTOCOL.md §2)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RpcFault(Code.INVALID_PARAMS, "protocol must be a positive integer")
+    if value > proto.PROTOCOL:
+        raise RpcFault(
+            Code.PROTOCOL_MISMATCH,
+            f"this islurmd ({version.VERSION}) speaks protocol {proto.PROTOCOL}, the client "
+            f"{value}: islurm was updated and this islurmd has not handed over yet; it does so "
+            "when no connect waits. Retry, or stop it now: kill -TERM "
+            f"{os.getpid()} (the next connect starts the new one)",
+            {"protocol": proto.PROTOCOL, "client": value},
+        )
+
+
 def build_methods(
     manager: SessionManager,
     status: Callable[[], dict[str, Any]],
@@ -73,7 +93,9 @@ def build_methods(
         client_pid: object = None,
         timeout: object = None,
         unreachable: object = None,
+        protocol: object = None,
     ) -> Result:
+        _protocol(protocol)
         name = _str("profile", profile, max_len=64)
         limit = _opt_number("timeout", timeout)
         if client_pid is not None and (
@@ -89,7 +111,8 @@ def build_methods(
         ctx.after_reply(functools.partial(manager.acquire, lease, ctx.notify, limit))
         return Success({"lease": lease.id, "profile": name})
 
-    def attach(ctx: Connection, job_id: object, profile: object) -> Result:
+    def attach(ctx: Connection, job_id: object, profile: object, protocol: object = None) -> Result:
+        _protocol(protocol)
         jid, name = _str("job_id", job_id, max_len=32), _str("profile", profile, max_len=64)
         if not jid.isdigit():
             raise RpcFault(Code.INVALID_PARAMS, "job_id must be a Slurm job id")

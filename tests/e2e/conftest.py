@@ -25,6 +25,9 @@ TEST_CONFIG = """\
 poll_busy = 0.25
 poll_idle = 5
 
+[update]
+mode = "off"
+
 [profiles.bad]
 description = "options sbatch rejects"
 sbatch = ["--partition=nosuchpartition", "--time=00:05:00"]

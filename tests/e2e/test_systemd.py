@@ -154,7 +154,7 @@ def test_installed_units_pass_systemd_analyze_verify(
     sock_unit, svc_unit = units / "islurmd.socket", units / "islurmd.service"
     assert sorted(p.name for p in units.iterdir()) == ["islurmd.service", "islurmd.socket"]
     text = svc_unit.read_text()
-    islurmd = f"{user.prefix}/share/islurm/venv/bin/islurmd"
+    islurmd = f"{user.prefix}/share/islurm/current/venv/bin/islurmd"
     assert directive(text, "ExecStart") == [islurmd]
     assert os.access(islurmd, os.X_OK)
     assert directive(sock_unit.read_text(), "ListenStream") == ["%t/islurm/islurmd.sock"]

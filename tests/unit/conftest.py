@@ -124,3 +124,13 @@ def shim_start(shim_procs: Procs, shim_env: dict[str, str]) -> Start:
         return shim_procs.start(argv, **kwargs)
 
     return start
+
+
+@pytest.fixture(autouse=True)
+def no_update_checks(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Daemons under test check for no update: a site file says mode off (no network)."""
+    site = tmp_path_factory.getbasetemp() / "site-update-off.toml"
+    site.write_text('[update]\nmode = "off"\n')
+    monkeypatch.setenv("ISLURM_SITE_CONFIG", str(site))

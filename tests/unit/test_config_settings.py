@@ -83,7 +83,7 @@ def test_built_in_settings() -> None:
     assert (s.path, s.daemon.port_range, s.daemon.poll_busy, s.daemon.poll_idle) == (
         "(built-in)", (20000, 29999), 0.5, 600.0
     )  # fmt: skip
-    assert (s.update.auto_update, s.update.interval) == (True, 86400.0)
+    assert (s.update.mode, s.update.channel, s.update.interval) == ("auto", "", 86400.0)
     cpu = s.profiles["cpu"]
     assert (cpu.idle_grace, cpu.walltime_warnings, cpu.connect_timeout) == (600, (600, 120), 1800)
 
@@ -203,6 +203,10 @@ def test_typo_key_names_file_line_key_and_the_allowed_keys(
         ("[daemon]\nport_range = [20000]\n", 2, "daemon.port_range", "1024 <= low"),
         ('[daemon]\npoll_idle = "soon"\n', 2, "daemon.poll_idle", "got 'soon'"),
         ('[update]\nauto_update = "yes"\n', 2, "update.auto_update", "expected true or false"),
+        ('[update]\nmode = "sometimes"\n', 2, "update.mode", "expected one of auto"),
+        ('[update]\nmode = "off"\nauto_update = true\n', 3, "update.auto_update", "keep only mode"),
+        ('[update]\nremote = "a"\nchannel = "b"\n', 2, "update.remote", "keep only channel"),
+        ('[update]\ninterval = 5\n', 2, "update.interval", "at least 10 s"),
         ('[profiles.cpu]\ndescription = "a\\nb"\n', 2, "profiles.cpu.description", "newlines"),
         ("[defaults]\nwalltime_warnings = '10m'\n", 2, "defaults.walltime_warnings",
          "expected a list of durations"),

@@ -264,3 +264,24 @@ async def test_other_users_are_refused(
         assert answer == b""  # closed without an answer
     await client.close()
     assert (daemon.server.refused, daemon.server.connections) == (1, 0)
+
+
+async def test_protocol_versions_older_and_same_served_newer_told_what_to_do(
+    served: tuple[Daemon, str],
+) -> None:
+    _, path = served
+    client = await connect(path)
+    with trio.fail_after(GUARD):
+        status = await client.call("daemon.status", {}, req_id=1)
+        assert status["result"]["protocol"] == 1
+        same = await client.call("session.acquire", {"profile": "a100", "protocol": 1}, req_id=2)
+        newer = await client.call("session.acquire", {"profile": "cpu", "protocol": 2}, req_id=3)
+        attach = await client.call(
+            "session.attach", {"job_id": "7", "profile": "cpu", "protocol": 9}, req_id=4
+        )
+    await client.close()
+    assert same["error"]["code"] == 1001  # protocol 1 accepted: on to the profile check
+    assert newer["error"]["code"] == 1009 and attach["error"]["code"] == 1009
+    assert "speaks protocol 1, the client 2" in newer["error"]["message"]
+    assert "kill -TERM" in newer["error"]["message"]
+    assert newer["error"]["data"] == {"protocol": 1, "client": 2}

@@ -105,7 +105,12 @@ def test_progress_then_ready_then_bytes(
     @daemon.script
     def acquire(peer: Peer) -> None:
         msg = peer.expect("session.acquire")
-        assert msg["params"] == {"profile": "cpu", "client_pid": pids[0], "timeout": 30.0}
+        assert msg["params"] == {
+            "profile": "cpu",
+            "client_pid": pids[0],
+            "timeout": 30.0,
+            "protocol": 1,
+        }
         peer.reply(msg, {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.progress", {"message": "queued: job 42 (Priority)", "waited": 0.1})
         peer.notify("session.progress", {"message": "queued: job 42 (Priority)", "waited": 0.2})
@@ -234,7 +239,7 @@ def test_daemon_gone_after_ready_reattaches_and_bytes_flow_on(
 
     @daemon.script
     def restarted(peer: Peer) -> None:
-        msg = peer.expect("session.attach", {"job_id": "42", "profile": "cpu"})
+        msg = peer.expect("session.attach", {"job_id": "42", "profile": "cpu", "protocol": 1})
         peer.reply(msg, {"lease": "L-2"})
         attached.set()
         peer.wait_eof()
@@ -350,7 +355,7 @@ def test_starts_the_daemon_on_demand(
     assert err == "islurm: starting islurmd\N{HORIZONTAL ELLIPSIS}\n".encode()
     info = json.loads(record.read_text())
     assert info["request"]["method"] == "session.acquire"
-    assert info["request"]["params"] == {"profile": "cpu", "client_pid": proc.pid}
+    assert info["request"]["params"] == {"profile": "cpu", "client_pid": proc.pid, "protocol": 1}
     # Never the shim's stdout (the SSH stream) nor its stderr: stderr is a pipe of its own
     # until the daemon listens, then /dev/null.
     assert info["stdio"][:2] == ["/dev/null"] * 2
@@ -401,7 +406,7 @@ def test_daemon_gone_mid_session_is_restarted_and_attached(
     sshd.check()
     assert (code, out, err) == (0, b"", b"")
     assert info["request"]["method"] == "session.attach"
-    assert info["request"]["params"] == {"job_id": "7", "profile": "cpu"}
+    assert info["request"]["params"] == {"job_id": "7", "profile": "cpu", "protocol": 1}
     assert info["stdio"] == ["/dev/null"] * 3  # nobody waits for its start-up error here
     assert info["startup_stderr"] is None
 
@@ -588,7 +593,7 @@ def attach_and_answer(shim_dir: Path, error: dict[str, object]) -> leases.Lease:
         with conn:
             request = json.loads(conn.makefile("rb").readline())
             assert request["method"] == "session.attach"
-            assert request["params"] == {"job_id": "42", "profile": "cpu"}
+            assert request["params"] == {"job_id": "42", "profile": "cpu", "protocol": 1}
             reply = {"jsonrpc": "2.0", "id": request["id"], "error": error}
             conn.sendall(json.dumps(reply).encode() + b"\n")
             assert lease.on_readable() is None
