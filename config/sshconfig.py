@@ -7,6 +7,8 @@ import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from islurm.config.images import is_name
+
 HOST_PREFIX = "slurm-"
 IMAGE_SEP = "+"  # slurm-<profile>+<image name>: the profile's session in a named image
 CERT_PRINCIPAL = "islurm"
@@ -105,12 +107,14 @@ def host_block(
     return "\n".join(lines) + "\n"
 
 
-def ssh_argv(profile: str, proxy: ProxySpec, known_hosts: str, command: list[str]) -> list[str]:
+def ssh_argv(
+    profile: str, proxy: ProxySpec, known_hosts: str, command: list[str], image: str = ""
+) -> list[str]:
     """`ssh` with the host's options on the command line (no config file needed)."""
     argv = ["ssh"]
-    for key, value in host_options(profile, proxy, known_hosts):
+    for key, value in host_options(profile, proxy, known_hosts, image=image):
         argv += ["-o", f"{key}={value}"]
-    return [*argv, f"{HOST_PREFIX}{profile}", *command]
+    return [*argv, host_name(profile, image if is_name(image) else ""), *command]
 
 
 def render(

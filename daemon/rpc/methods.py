@@ -149,7 +149,9 @@ def build_methods(
                 swap.gpuswap, manager, lease, job, release_cpu, keep_constraints, ctx.notify
             )
         )
-        return Success({"lease": lease.id, "profile": target, "source_job": job.job_id})
+        return Success(
+            {"lease": lease.id, "profile": target, "source_job": job.job_id, "image": kept}
+        )
 
     def list_(ctx: Connection) -> Result:
         return Success({"jobs": manager.jobs.describe()})

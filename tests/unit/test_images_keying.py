@@ -12,6 +12,7 @@ import trio
 from islurm.config.images import MAX_IMAGE, ImageArgError, check_image, image_key
 from islurm.config.settings import ConfigError, Profile, load_settings
 from islurm.config.sshconfig import ProxySpec, render
+from islurm.daemon import gpuswap as swap
 from islurm.daemon.errors import RpcFault
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.slurm.parse import parse_squeue
@@ -169,4 +170,27 @@ async def test_one_job_per_profile_and_image(tmp_path: Path, autojump_clock: obj
         assert listed[jobs[1]] == "/img/deb.sif" and listed[jobs[0]] == ""
         scripts = [" ".join(o) for o in submitted]
         assert sum(f"image={image_key('/img/deb.sif')}" in s for s in scripts) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_gpuswap_keeps_the_cpu_sessions_image(tmp_path: Path, autojump_clock: object) -> None:
+    slurm, submitted = _cluster(tmp_path)
+    slurm.always("constraints", [])
+    async with live_daemon(tmp_path, slurm) as (daemon, _state, nursery):
+        manager, cpu_notes, gpu_notes = daemon.manager, Notes(), Notes()
+        nursery.start_soon(manager.acquire, manager.new_lease("cpu", "/img/x.sif"), cpu_notes)
+        with trio.fail_after(60):
+            await cpu_notes.wait_for("session.ready")
+        source = swap.source_job(manager, "cpu")
+        assert source is not None and swap.kept_image(manager, source) == "/img/x.sif"
+        lease = manager.new_lease("gpu", swap.kept_image(manager, source))
+        nursery.start_soon(swap.gpuswap, manager, lease, source, False, True, gpu_notes)
+        with trio.fail_after(60):
+            await gpu_notes.wait_for("session.ready")
+        assert f"--comment=islurm:v1:gpu:image={image_key('/img/x.sif')}" in submitted[-1]
+        # A job adopted from another daemon whose image this config does not name: say so.
+        stranger = Job("9", "cpu", image_key=image_key("/elsewhere.sif"), state=JobState.RUNNING)
+        with pytest.raises(RpcFault, match="--image, or --no-image"):
+            swap.kept_image(manager, stranger)
+        assert manager.jobs.describe()[0]["container"] == "/img/x.sif"
         nursery.cancel_scope.cancel()
