@@ -13,7 +13,7 @@ from typing import Any
 
 from islurm.config import paths
 from islurm.config.text import terminal_safe
-from islurm.daemon.ctl import doctor, service, sessions
+from islurm.daemon.ctl import cache, doctor, service, sessions
 from islurm.daemon.ctl.common import Fail, call, connect
 from islurm.daemon.ctl.exits import Exit, exit_for
 
@@ -234,6 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("known-hosts", cmd_known_hosts, "print the @cert-authority line for known_hosts", False)
     sessions.register(sub)
+    cache.register(sub)
     doctor.register(sub)
     service.register(sub)
     h = sub.add_parser("help", help="show help for a command")
