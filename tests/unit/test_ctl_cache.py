@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from islurm.daemon.ctl.main import main
 from islurm.daemon.imagecache import ImageCache
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """islurmctl's main() points structlog at the (captured, soon closed) stderr."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def test_list_and_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
