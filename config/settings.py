@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from islurm.config.images import ImageArgError, check_image, is_name
 from islurm.config.toml_locate import line_of_key
 
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -56,6 +57,7 @@ class ContainerSettings:
     cache_limit: int = 50 << 30  # bytes
     project_roots: tuple[str, ...] = ()  # images under these are copied to the cache first
     binds: tuple[str, ...] = ()  # host dirs mounted into every container (home always is)
+    images: dict[str, str] = field(default_factory=dict)  # name -> image, for --image NAME
 
 
 UPDATE_MODES = ("auto", "check-only", "off")
@@ -107,7 +109,7 @@ _SECTIONS: dict[str, set[str]] = {
         "image",
         "runtime",
     },
-    "containers": {"cache_dir", "cache_limit", "project_roots", "binds"},
+    "containers": {"cache_dir", "cache_limit", "project_roots", "binds", "images"},
 }
 _PROFILE_KEYS = {"description", "sbatch", *_SECTIONS["defaults"]}
 
@@ -277,7 +279,28 @@ def _containers(raw: dict[str, Any], r: _Reader, base: ContainerSettings) -> Con
         cache_limit=limit,
         project_roots=_paths(t, "project_roots", r, base.project_roots),
         binds=_paths(t, "binds", r, base.binds),
+        images=_images(t, r, base.images),
     )
+
+
+def _images(t: dict[str, Any], r: _Reader, base: dict[str, str]) -> dict[str, str]:
+    """[containers.images]: name = image, for `islurm-proxy P --image NAME` and the
+    `slurm-<profile>+<name>` hosts."""
+    value = t.get("images", base)
+    if not isinstance(value, dict):
+        raise r.fail("containers.images", "expected a table of name = image")
+    out = {}
+    for name, image in value.items():
+        key = _dotted("containers", "images", name)
+        if not is_name(name):
+            raise r.fail(key, "image names use a-z, 0-9, '_', '.' and '-' (at most 40)")
+        if not isinstance(image, str) or is_name(image):
+            raise r.fail(key, "expected an absolute path or a reference such as docker://x")
+        try:
+            out[name] = check_image(image)
+        except ImageArgError as exc:
+            raise r.fail(key, str(exc)) from None
+    return out
 
 
 def _sbatch_options(value: object, r: _Reader, dotted: str) -> tuple[str, ...]:

@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+from islurm.config.images import image_key
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.jobcontrol import Notify
 from islurm.daemon.jobs import Job
 from islurm.daemon.manager import Lease, SessionManager
 from islurm.daemon.progress import note
 from islurm.daemon.slurm.client import SlurmError, SlurmUnreachable
+
+
+def source_job(manager: SessionManager, source: str) -> Job | None:
+    """The live job to swap from: by id, else the profile's job (with the profile's own image
+    if it has one running, else its job with any image)."""
+    if source.isdigit():
+        job = manager.table.get(source)
+        return job if job is not None and job.live else None
+    profile = manager.settings().profiles.get(source)
+    own = manager.table.current(source, image_key(profile.container)) if profile else None
+    others = [j for j in manager.table if j.live and j.profile == source]
+    return own or (others[0] if others else None)
+
+
+def kept_image(manager: SessionManager, source: Job) -> str | None:
+    """The CPU job's image for the GPU session (None: it runs none, the GPU profile's own
+    applies); a fault when only the image's key is known."""
+    image = manager.jobs.image_of(source)
+    if image is None:
+        raise RpcFault(
+            Code.INVALID_PARAMS,
+            f"job {source.job_id} runs an image this islurmd does not know (key "
+            f"{source.image_key}): say which with --image, or --no-image",
+        )
+    return image or None
 
 
 async def gpuswap(

@@ -56,6 +56,7 @@ async def prepare_image(settings: ContainerSettings, image: str, notify: Notify)
             cached = await trio.to_thread.run_sync(
                 cache.fetch, image, progress, abandon_on_cancel=True
             )
+            log.info("image.fetched", image=image, path=cached)  # copied, or by another daemon
     except ImageError as exc:
         raise RpcFault(Code.HOOK_FAILED, str(exc), {"image": image}) from None
     log.info("image.cached", image=image, path=cached)

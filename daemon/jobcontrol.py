@@ -12,6 +12,7 @@ import structlog
 import trio
 
 from islurm.config import paths
+from islurm.config.images import ImageArgError, check_image, image_key
 from islurm.config.settings import Profile, Settings
 from islurm.daemon import hostkeys
 from islurm.daemon.errors import Code, RpcFault
@@ -61,16 +62,22 @@ class JobControl:
 
     # -- submit ------------------------------------------------------------------------------
     async def submit(
-        self, holder: str, profile: Profile, notify: Notify, extra: tuple[str, ...] = ()
+        self,
+        holder: str,
+        profile: Profile,
+        notify: Notify,
+        extra: tuple[str, ...] = (),
+        source_image: str = "",
     ) -> Job:
-        """sbatch a job for `profile` with a fresh port lease; the lease is released on every
-        path that does not end in a job (rejected, cancelled, timed out)."""
+        """sbatch a job for `profile` running `source_image` ("" = none) with a fresh port
+        lease; the lease is released on every path that does not end in a job."""
         containers = self.settings().containers
-        image = await prepare_image(containers, profile.container, notify)
+        image = await prepare_image(containers, source_image, notify)
+        key = image_key(source_image)
         jobs_dir = paths.records_dir(self.hook.state_dir)
         # The job's host key, made and (once its id is known) signed here: the job only
         # starts sshd. Without it (no CA, keygen failed) the job asks for a signature.
-        key = await hostkeys.make(jobs_dir) if self.hook.ca_dir else None
+        host_key = await hostkeys.make(jobs_dir) if self.hook.ca_dir else None
         port = self.ports.lease(holder)
         time_limit = time_limit_of([*profile.sbatch, *extra])
         options = sbatch_options(
@@ -78,6 +85,7 @@ class JobControl:
             log_path=os.path.join(paths.log_dir(self.hook.state_dir), "job-%j.log"),
             workdir=self.hook.workdir,
             extra=extra,
+            image_key=key,
         )
         script = job_script(
             HookCommand(
@@ -87,9 +95,10 @@ class JobControl:
                 profile=profile.name,
                 walltime_warnings=profile.walltime_warnings,
                 time_limit=time_limit,
-                premade_key=key is not None,
+                premade_key=host_key is not None,
                 image=image,
-                runtime=profile.runtime,
+                # the profile's runtime is for the profile's image; another one goes by its kind
+                runtime=profile.runtime if source_image == profile.container else "",
                 binds=(*containers.project_roots, *containers.binds),
             )
         )
@@ -98,17 +107,31 @@ class JobControl:
             job_id = await self._sbatch(profile, options, script, notify)
         except BaseException:
             self.ports.release(holder)
-            hostkeys.discard(key)
+            hostkeys.discard(host_key)
             raise
-        if key is not None and self.hook.ca_dir is not None:
+        if host_key is not None and self.hook.ca_dir is not None:
             # It may pend up to the connect timeout, then run its time limit.
             lifetime = None if time_limit is None else time_limit + profile.connect_timeout
-            await hostkeys.install(key, self.hook.ca_dir, jobs_dir, job_id, lifetime)
+            await hostkeys.install(host_key, self.hook.ca_dir, jobs_dir, job_id, lifetime)
         self.ports.rename(holder, job_id)
         job = self.table.add(
-            Job(job_id=job_id, profile=profile.name, submitted_here=True, port=port)
+            Job(
+                job_id=job_id,
+                profile=profile.name,
+                image_key=key,
+                image=source_image,
+                submitted_here=True,
+                port=port,
+            )
         )
-        log.info("job.submitted", job_id=job_id, profile=profile.name, port=port, options=options)
+        log.info(
+            "job.submitted",
+            job_id=job_id,
+            profile=profile.name,
+            image=source_image,
+            port=port,
+            options=options,
+        )
         self.watcher.kick()
         return job
 
@@ -186,9 +209,38 @@ class JobControl:
         except RpcFault as fault:
             log.warning("job.reap_failed", job_id=job.job_id, error=fault.message)
 
+    # -- images ------------------------------------------------------------------------------
+    def resolve_image(self, value: str) -> str:
+        """A per-connect image: a name from [containers] images becomes its image; a path or
+        a reference is checked (islurm.config.images) and taken as it is."""
+        try:
+            value = check_image(value)
+        except ImageArgError as exc:
+            raise RpcFault(Code.INVALID_PARAMS, str(exc)) from None
+        if value.startswith("/") or "://" in value:
+            return value
+        named = self.settings().containers.images
+        if value not in named:
+            known = ", ".join(sorted(named)) or "none configured"
+            raise RpcFault(
+                Code.INVALID_PARAMS, f"unknown image name {value!r} ([containers] images: {known})"
+            )
+        return named[value]
+
+    def image_of(self, job: Job) -> str | None:
+        """The image a job runs ("" = none), None when only its key is known (a job submitted
+        by another daemon with a per-connect image not named in this config)."""
+        if job.image or not job.image_key:
+            return job.image
+        settings = self.settings()
+        known = [p.container for p in settings.profiles.values()]
+        for image in [*known, *settings.containers.images.values()]:
+            if image and image_key(image) == job.image_key:
+                return image
+        return None
+
     # -- list --------------------------------------------------------------------------------
     def describe(self) -> list[dict[str, Any]]:
-        profiles = self.settings().profiles
         return [
             {
                 "job_id": j.job_id,
@@ -205,8 +257,13 @@ class JobControl:
                 "partition": j.partition,
                 "gres": j.gres,
                 "submitted_here": j.submitted_here,
-                "container": profiles[j.profile].container if j.profile in profiles else "",
+                "container": _shown(self.image_of(j), j.image_key),
+                "image_key": j.image_key,
             }
             for j in sorted(self.table, key=lambda j: int(j.job_id))
             if j.live
         ]
+
+
+def _shown(image: str | None, key: str) -> str:
+    return f"(image key {key})" if image is None else image

@@ -30,6 +30,8 @@ def _seconds_left(row: SqueueRow) -> float | None:
 class Job:
     job_id: str
     profile: str
+    image_key: str = ""  # islurm.config.images.image_key of the image it runs; "" = none
+    image: str = ""  # that image, when this daemon knows it (it submitted the job)
     state: JobState = JobState.PENDING
     reason: str = ""
     node: str = ""
@@ -190,18 +192,22 @@ class JobTable:
     def forget(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
 
-    def live_for(self, profile: str) -> list[Job]:
-        """Live jobs of a profile, the one to use first: running before waiting, then oldest;
-        a job about to reach its time limit last."""
+    def live_for(self, profile: str, image_key: str = "") -> list[Job]:
+        """Live jobs of a profile running the image of that key, the one to use first: running
+        before waiting, then oldest; a job about to reach its time limit last."""
         now = trio.current_time()
-        jobs = [j for j in self._jobs.values() if j.profile == profile and j.live]
+        jobs = [
+            j
+            for j in self._jobs.values()
+            if j.profile == profile and j.image_key == image_key and j.live
+        ]
         return sorted(
             jobs, key=lambda j: (j.ending_soon(now), not j.state.is_running, int(j.job_id))
         )
 
-    def current(self, profile: str) -> Job | None:
-        """The job a connect to `profile` uses; None: submit one."""
-        jobs = self.live_for(profile)
+    def current(self, profile: str, image_key: str = "") -> Job | None:
+        """The job a connect to `profile` with that image uses; None: submit one."""
+        jobs = self.live_for(profile, image_key)
         if not jobs or jobs[0].ending_soon(trio.current_time()):
             return None
         return jobs[0]
@@ -221,7 +227,7 @@ class JobTable:
             if job is None:
                 if row.state.is_ended:
                     continue  # an old job we never knew: nothing to do
-                job = self.add(Job(job_id=row.job_id, profile=profile))
+                job = self.add(Job(job_id=row.job_id, profile=profile, image_key=row.image_key))
                 adopted.append(job)
             was_live = job.live
             if not was_live and not row.state.is_ended:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import structlog
 import trio
 
+from islurm.config.images import image_key
 from islurm.config.settings import Profile, Settings
 from islurm.daemon import progress
 from islurm.daemon.errors import Code, RpcFault
@@ -38,6 +39,7 @@ class Lease:
 
     id: str
     profile: str
+    image: str | None = None  # the image asked for ("" = none); None: the profile's own
     job_id: str | None = None
     submitted: bool = False
 
@@ -54,7 +56,7 @@ class SessionManager:
         self.settings, self.table, self.records = settings, table, records
         self.watcher, self.jobs = watcher, jobs
         self.leases: dict[str, Lease] = {}
-        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._locks: defaultdict[tuple[str, str], trio.Lock] = defaultdict(trio.Lock)
         self._ids = itertools.count(1)
         self._probes: trio.Nursery | None = None  # set while `run` runs
         self.draining = False  # TERM: no new sessions; waiting connects get their grace
@@ -117,8 +119,8 @@ class SessionManager:
             scope.cancel()
         return len(self._waiting)
 
-    def new_lease(self, profile: str) -> Lease:
-        lease = Lease(id=f"L{os.getpid()}-{next(self._ids)}", profile=profile)
+    def new_lease(self, profile: str, image: str | None = None) -> Lease:
+        lease = Lease(id=f"L{os.getpid()}-{next(self._ids)}", profile=profile, image=image)
         self.leases[lease.id] = lease
         return lease
 
@@ -272,8 +274,10 @@ class SessionManager:
     async def _job_for(
         self, lease: Lease, profile: Profile, notify: Notify, extra: tuple[str, ...] = ()
     ) -> Job:
+        image = profile.container if lease.image is None else lease.image
+        key = image_key(image)  # one job per (profile, image)
         bound = self.table.get(lease.job_id) if lease.job_id else None
-        current = self.table.current(profile.name)
+        current = self.table.current(profile.name, key)
         if bound is not None and bound is current:
             return bound
         if bound is not None and bound.hook_error and not bound.served:
@@ -286,11 +290,11 @@ class SessionManager:
                 {"job_id": bound.job_id, "state": bound.state.value},
             )
         await self._until_synced(notify)
-        async with self._locks[profile.name]:  # single-flight per profile
-            current = self.table.current(profile.name)
+        async with self._locks[profile.name, key]:  # single-flight per profile and image
+            current = self.table.current(profile.name, key)
             if current is not None:
                 return current
-            job = await self.jobs.submit(f"submit:{lease.id}", profile, notify, extra)
+            job = await self.jobs.submit(f"submit:{lease.id}", profile, notify, extra, image)
             lease.submitted = True
             return job
 

@@ -145,8 +145,8 @@ class Watcher:
         and that are not running are returned for cancelling. A running duplicate is left to
         idle reaping: someone may be inside it."""
         spare = []
-        for profile in {j.profile for j in self.table if j.live}:
-            for dup in self.table.live_for(profile)[1:]:
+        for profile, key in {(j.profile, j.image_key) for j in self.table if j.live}:
+            for dup in self.table.live_for(profile, key)[1:]:
                 dup.touch()
                 if not dup.leases and not dup.state.is_running:
                     spare.append(dup)

@@ -48,7 +48,7 @@ STALE_RETRIES = 3  # connects to an endpoint that no longer answers before givin
 NODE_HANGUP_WAIT = 5.0  # seconds to wait for islurmd's word when the node hangs up first
 
 USAGE = """\
-usage: islurm-proxy [--socket PATH] [--timeout SECONDS] PROFILE
+usage: islurm-proxy [--socket PATH] [--timeout SECONDS] [--image IMAGE] PROFILE
 """
 
 HELP = (
@@ -61,6 +61,9 @@ options:
   --socket PATH        islurmd's socket (default: $ISLURM_SOCKET, else
                        $XDG_RUNTIME_DIR/islurm/islurmd.sock, else /tmp/islurm-UID/islurmd.sock)
   --timeout SECONDS    give up when no session is ready within SECONDS
+  --image IMAGE        run the session in this container image instead of the profile's:
+                       an absolute path, a reference (docker://debian:12) or a name from
+                       the config's [containers] images; one job per profile and image
   -h, --help           show this help and exit
   --version            show the version and exit
 
@@ -82,10 +85,12 @@ class Options:
         self.profile = ""
         self.socket: str | None = None
         self.timeout: float | None = None
+        self.image: str | None = None
 
 
 def parse_args(args: list[str]) -> Options:
-    """Hand-parsed (argparse costs start-up time): [--socket PATH] [--timeout S] PROFILE."""
+    """Hand-parsed (argparse costs start-up time):
+    [--socket PATH] [--timeout S] [--image IMAGE] PROFILE."""
     opts = Options()
     positional: list[str] = []
     i = 0
@@ -102,7 +107,7 @@ def parse_args(args: list[str]) -> Options:
             opts.action = "version"
             return opts
         name, eq, value = arg.partition("=")
-        if name in ("--socket", "--timeout"):
+        if name in ("--socket", "--timeout", "--image"):
             if not eq:
                 if i >= len(args):
                     raise UsageError(f"{name} needs a value")
@@ -112,6 +117,8 @@ def parse_args(args: list[str]) -> Options:
                 if not value:
                     raise UsageError("--socket needs a path")
                 opts.socket = value
+            elif name == "--image":
+                opts.image = _image(value)
             else:
                 opts.timeout = _seconds(value)
             continue
@@ -126,6 +133,15 @@ def parse_args(args: list[str]) -> Options:
         raise UsageError("PROFILE is empty")
     opts.profile = positional[0]
     return opts
+
+
+def _image(text: str) -> str:
+    from islurm.config.images import ImageArgError, check_image
+
+    try:
+        return check_image(text)
+    except ImageArgError as exc:
+        raise UsageError(f"--image: {exc}") from None
 
 
 def _seconds(text: str) -> float:
@@ -148,7 +164,7 @@ def _version() -> str:
 
 
 def connect_live(
-    socket: str, profile: str, timeout: float | None
+    socket: str, profile: str, timeout: float | None, image: str | None = None
 ) -> "tuple[rpc.Conn, rpc.Ready, _socket.socket]":
     """A session whose sshd answered: (lease connection, endpoint, node socket).
 
@@ -159,7 +175,7 @@ def connect_live(
     from islurm.proxyshim import report, rpc
     from islurm.proxyshim.exits import EXIT_NODE
 
-    conn, ready = rpc.acquire(socket, profile, timeout)
+    conn, ready = rpc.acquire(socket, profile, timeout, image=image)
     for attempt in range(1, STALE_RETRIES + 1):
         try:
             node = node_.connect_tcp(ready.host, ready.port)
@@ -175,7 +191,7 @@ def connect_live(
                 raise
             conn.close()
             report.inform(f"{exc.message}; asking islurmd again")
-            conn, ready = rpc.acquire(socket, profile, timeout, unreachable=ready)
+            conn, ready = rpc.acquire(socket, profile, timeout, unreachable=ready, image=image)
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
@@ -209,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             from islurm.config import paths
 
             opts.socket = paths.socket_path()
-        conn, ready, node = connect_live(opts.socket, opts.profile, opts.timeout)
+        conn, ready, node = connect_live(opts.socket, opts.profile, opts.timeout, opts.image)
         lease = leases.Lease(conn, opts.socket, ready.job_id, opts.profile)
         pump = splice.Pump(node)
         try:

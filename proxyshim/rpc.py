@@ -231,15 +231,22 @@ class Ready:
 
 
 def acquire(
-    path: str, profile: str, timeout: float | None = None, unreachable: "Ready | None" = None
+    path: str,
+    profile: str,
+    timeout: float | None = None,
+    unreachable: "Ready | None" = None,
+    image: str | None = None,
 ) -> tuple[Conn, Ready]:
     """Ask islurmd for a ready session; keep the returned connection open: it is the lease.
-    `unreachable`: the endpoint islurmd gave before, which did not answer (it drops it)."""
+    `unreachable`: the endpoint islurmd gave before, which did not answer (it drops it);
+    `image`: run the session in this image instead of the profile's."""
     params: dict[str, object] = {
         "profile": profile,
         "client_pid": os.getpid(),
         "protocol": protocol.PROTOCOL,
     }
+    if image is not None:
+        params["image"] = image
     if timeout is not None:
         params["timeout"] = timeout
     if unreachable is not None:

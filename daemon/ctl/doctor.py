@@ -154,6 +154,12 @@ def run(doctor: Doctor, emit: Callable[[Check], None]) -> list[Check]:
         c = add(dc.check_profile(doctor.slurm, settings, name, state))
         if c.status is dc.Status.OK:
             passed.append(name)
+        if name in settings.profiles and settings.profiles[name].container:
+            from islurm.daemon.ctl.doctor_containers import check_image_profile
+
+            profile = settings.profiles[name]
+            for check in check_image_profile(settings, profile, doctor.quick, doctor.say):
+                add(check)
     if doctor.quick:
         return out
     if daemon.status is dc.Status.FAIL or not passed:

@@ -13,7 +13,7 @@ from typing import Any
 
 from islurm.config import paths
 from islurm.config.text import terminal_safe
-from islurm.daemon.ctl import doctor, laptop, service, sessions, setup, uninstall, update
+from islurm.daemon.ctl import cache, doctor, laptop, service, sessions, setup, uninstall, update
 from islurm.daemon.ctl.common import Fail, call, connect
 from islurm.daemon.ctl.exits import Exit, exit_for
 
@@ -171,7 +171,8 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
         proxy = ProxySpec(login=None, local_command=_local_shim_command())
     else:
         proxy = ProxySpec(login=args.login)
-    print(render(profiles, proxy, known, args.user), end="")
+    images = sorted(settings.containers.images) if args.images else []
+    print(render(profiles, proxy, known, args.user, images), end="")
     if not args.local:
         ca_pub = ensure_ca(default_dir())
         print(
@@ -234,8 +235,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--user", help="cluster user name, if different from the laptop's")
     s.add_argument("--known-hosts", help="known_hosts file the config points at")
     s.add_argument("--profile", action="append", help="only this profile (repeatable)")
+    s.add_argument(
+        "--no-images",
+        dest="images",
+        action="store_false",
+        help="no slurm-<profile>+<image> hosts for the [containers] images",
+    )
     add("known-hosts", cmd_known_hosts, "print the @cert-authority line for known_hosts", False)
     sessions.register(sub)
+    cache.register(sub)
     doctor.register(sub)
     service.register(sub)
     setup.register(sub)

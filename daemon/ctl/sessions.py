@@ -10,13 +10,13 @@ from typing import Any
 
 from islurm.config import paths
 from islurm.config.files import write_text_atomic
-from islurm.config.sshconfig import HOST_PREFIX, ProxySpec, ssh_argv
+from islurm.config.sshconfig import HOST_PREFIX, ProxySpec, host_name, ssh_argv
 from islurm.config.text import terminal_safe
 from islurm.daemon.ctl.common import Fail, connect
 from islurm.daemon.ctl.exits import Exit, exit_for
 
 
-def _ssh_to(profile: str, command: list[str]) -> list[str]:
+def _ssh_to(profile: str, command: list[str], image: str = "") -> list[str]:
     """ssh with the host options `islurmctl ssh-config --local` would write (strict CA)."""
     import islurm.proxyshim.main as shim
 
@@ -24,7 +24,7 @@ def _ssh_to(profile: str, command: list[str]) -> list[str]:
         login=None, local_command=(sys.executable, "-I", "-S", os.path.abspath(shim.__file__))
     )
     known = os.path.join(paths.config_dir(), "known_hosts")
-    return ssh_argv(profile, proxy, known, command)
+    return ssh_argv(profile, proxy, known, command, image)
 
 
 def _exec_ssh(argv: list[str]) -> int:
@@ -51,7 +51,7 @@ def ensure_known_hosts(path: str | None = None) -> str:
 
 def cmd_ssh(args: argparse.Namespace) -> int:
     ensure_known_hosts()
-    return _exec_ssh(_ssh_to(args.profile, args.command))
+    return _exec_ssh(_ssh_to(args.profile, args.command, getattr(args, "image", None) or ""))
 
 
 def _follow(rpc: Any, as_json: bool) -> dict[str, Any]:
@@ -78,11 +78,14 @@ def cmd_gpuswap(args: argparse.Namespace) -> int:
                 source=args.source,
                 release_cpu=args.release_cpu,
                 keep_constraints=not args.no_keep_constraints,
+                **({"image": args.image} if args.image else {}),
+                no_image=args.no_image,
             )
         except RpcError as exc:
             raise Fail(exit_for(exc.code), exc.message) from None
         ready = _follow(rpc, args.json)
-    host = f"{HOST_PREFIX}{args.profile}"
+    image = started.get("image")  # None: the GPU profile's own
+    host = _host_for(args, image)
     summary = {
         "job_id": ready["job_id"],
         "node": ready["node"],
@@ -90,6 +93,7 @@ def cmd_gpuswap(args: argparse.Namespace) -> int:
         "host": host,
         "source_job": started.get("source_job"),
         "released_cpu": bool(args.release_cpu),
+        "image": image,
     }
     if args.json:
         print(json.dumps(summary))
@@ -97,13 +101,40 @@ def cmd_gpuswap(args: argparse.Namespace) -> int:
         print(
             terminal_safe(
                 f"GPU session ready: job {ready['job_id']} on {ready['node']} "
-                f"(profile {args.profile})."
+                f"(profile {args.profile}" + (f", image {image})." if image else ").")
             )
         )
-        print(f"Reconnect VS Code (Remote-SSH) to host: {host}")
+        if host:
+            print(terminal_safe(f"Reconnect VS Code (Remote-SSH) to host: {host}"))
+        else:
+            print(
+                terminal_safe(
+                    f"No ssh host names image {image}: name it in [containers] images "
+                    "and regenerate the ssh config to reconnect VS Code to it."
+                    if image
+                    else "The GPU session runs without a container: no ssh host names that."
+                )
+            )
     if sys.stdin.isatty() and sys.stdout.isatty() and not args.no_shell and not args.json:
-        return cmd_ssh(argparse.Namespace(profile=args.profile, command=[]))
+        return cmd_ssh(argparse.Namespace(profile=args.profile, command=[], image=image))
     return 0
+
+
+def _host_for(args: argparse.Namespace, image: str | None) -> str:
+    """The ssh host that lands in the GPU job: slurm-<profile>, slurm-<profile>+<name> for a
+    named image; "" when the image has no name in the config."""
+    if not image:  # "" (--no-image) has a host only when the profile names no image
+        return f"{HOST_PREFIX}{args.profile}" if image is None else ""
+    from islurm.config.settings import ConfigError, load_settings
+
+    try:
+        named = load_settings(args.config or paths.config_file()).containers.images
+    except (ConfigError, OSError):
+        named = {}
+    for name, path in sorted(named.items()):
+        if path == image or name == image:
+            return host_name(args.profile, name)
+    return ""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -114,6 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "needed), with strict host-key checking against your islurm CA.",
     )
     s.add_argument("profile", nargs="?", default="cpu", help="profile (default: cpu)")
+    s.add_argument("--image", help="in this image (path, reference or [containers] images name)")
     s.add_argument("command", nargs=argparse.REMAINDER, help="command to run instead of a shell")
     s.set_defaults(fn=cmd_ssh)
     g = sub.add_parser(
@@ -136,6 +168,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--no-keep-constraints",
         action="store_true",
         help="do not carry the CPU job's excluded nodes and features over",
+    )
+    which = g.add_mutually_exclusive_group()
+    which.add_argument(
+        "--image", help="run the GPU session in this image (default: the CPU session's)"
+    )
+    which.add_argument(
+        "--no-image", action="store_true", help="run the GPU session without a container"
     )
     g.add_argument("--no-shell", action="store_true", help="do not open a shell")
     g.add_argument("--json", action="store_true", help="machine-readable output")

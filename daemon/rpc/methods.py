@@ -53,6 +53,12 @@ def _opt_number(name: str, value: object) -> float | None:
     return float(value)
 
 
+def _image(value: object) -> str:
+    if not isinstance(value, str):
+        raise RpcFault(Code.INVALID_PARAMS, "image must be a string")
+    return value
+
+
 def _endpoint(name: str, value: object) -> tuple[str, str, int]:
     """{job_id, host, port} of an endpoint a shim could not reach."""
     if not isinstance(value, dict):
@@ -94,6 +100,7 @@ def build_methods(
         timeout: object = None,
         unreachable: object = None,
         protocol: object = None,
+        image: object = None,
     ) -> Result:
         _protocol(protocol)
         name = _str("profile", profile, max_len=64)
@@ -104,9 +111,10 @@ def build_methods(
             return InvalidParams("client_pid must be an integer")
         manager.refuse_if_draining()
         manager.profile(name)  # unknown profile: fail fast, nothing submitted
+        wanted = None if image is None else manager.jobs.resolve_image(_image(image))
         if unreachable is not None:
             manager.report_unreachable(*_endpoint("unreachable", unreachable))
-        lease = manager.new_lease(name)
+        lease = manager.new_lease(name, wanted)
         ctx.leases.add(lease.id)
         ctx.after_reply(functools.partial(manager.acquire, lease, ctx.notify, limit))
         return Success({"lease": lease.id, "profile": name})
@@ -136,23 +144,37 @@ def build_methods(
         source: object = "cpu",
         release_cpu: object = False,
         keep_constraints: object = True,
+        image: object = None,
+        no_image: object = False,
     ) -> Result:
         target, src = _str("profile", profile, max_len=64), _str("source", source, max_len=64)
-        if not isinstance(release_cpu, bool) or not isinstance(keep_constraints, bool):
-            raise RpcFault(Code.INVALID_PARAMS, "release_cpu and keep_constraints are booleans")
+        if not (
+            isinstance(release_cpu, bool)
+            and isinstance(keep_constraints, bool)
+            and isinstance(no_image, bool)
+        ):
+            raise RpcFault(
+                Code.INVALID_PARAMS, "release_cpu, keep_constraints and no_image are booleans"
+            )
+        if no_image and image is not None:
+            raise RpcFault(Code.INVALID_PARAMS, "give image or no_image, not both")
         manager.refuse_if_draining()
         manager.profile(target)
-        job = manager.table.get(src) if src.isdigit() else manager.table.current(src)
-        if job is None or not job.live:
+        wanted = None if image is None else manager.jobs.resolve_image(_image(image))
+        job = swap.source_job(manager, src)
+        if job is None:
             raise RpcFault(Code.NOT_FOUND, f"no running job for {src} to swap from")
-        lease = manager.new_lease(target)
+        kept = "" if no_image else wanted or swap.kept_image(manager, job)
+        lease = manager.new_lease(target, kept)
         ctx.leases.add(lease.id)
         ctx.after_reply(
             functools.partial(
                 swap.gpuswap, manager, lease, job, release_cpu, keep_constraints, ctx.notify
             )
         )
-        return Success({"lease": lease.id, "profile": target, "source_job": job.job_id})
+        return Success(
+            {"lease": lease.id, "profile": target, "source_job": job.job_id, "image": kept}
+        )
 
     def list_(ctx: Connection) -> Result:
         return Success({"jobs": manager.jobs.describe()})

@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from islurm.config.images import is_key
 from islurm.daemon.slurm.states import JobState
 
-#: islurm's jobs carry this comment prefix; the suffix is the profile name.
+#: islurm's jobs carry this comment prefix; the suffix is the profile name, then, for a job
+#: running a container image, IMAGE_TAG and the image's key (islurm.config.images).
 COMMENT_PREFIX = "islurm:v1:"
+IMAGE_TAG = ":image="
 JOB_NAME_PREFIX = "islurm-"
+IMAGE_NAME_SEP = "."  # job name islurm-<profile>.<key>: '.' is in no profile name
 
 # Field separator for squeue -o: the ASCII unit separator never appears in our fields.
 SEP = "\x1f"
@@ -39,12 +43,36 @@ class SqueueRow:
     comment: str
 
     @property
-    def profile(self) -> str | None:
-        """The islurm profile of this job, or None if the job is not islurm's."""
+    def identity(self) -> tuple[str, str] | None:
+        """(profile, image key) of this job, or None if the job is not islurm's. Jobs without
+        an image (and those of islurm <= 0.2) have no image part: key ""."""
         if not self.name.startswith(JOB_NAME_PREFIX) or not self.comment.startswith(COMMENT_PREFIX):
             return None
-        profile = self.comment[len(COMMENT_PREFIX) :]
-        return profile if self.name == JOB_NAME_PREFIX + profile else None
+        profile, _, key = self.comment[len(COMMENT_PREFIX) :].partition(IMAGE_TAG)
+        if (key and not is_key(key)) or IMAGE_TAG[0] in profile:
+            return None
+        return (profile, key) if self.name == job_name(profile, key) else None
+
+    @property
+    def profile(self) -> str | None:
+        """The islurm profile of this job, or None if the job is not islurm's."""
+        ident = self.identity
+        return ident[0] if ident else None
+
+    @property
+    def image_key(self) -> str:
+        ident = self.identity
+        return ident[1] if ident else ""
+
+
+def job_name(profile: str, image_key: str = "") -> str:
+    """islurm-<profile>, or islurm-<profile>.<key> for a job running an image: jobs of one
+    profile with different images must not share a name (sbatch --dependency=singleton)."""
+    return JOB_NAME_PREFIX + profile + (IMAGE_NAME_SEP + image_key if image_key else "")
+
+
+def job_comment(profile: str, image_key: str = "") -> str:
+    return COMMENT_PREFIX + profile + (IMAGE_TAG + image_key if image_key else "")
 
 
 def parse_sbatch_parsable(stdout: str) -> str:

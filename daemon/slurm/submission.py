@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from islurm.config.settings import Profile
-from islurm.daemon.slurm.parse import COMMENT_PREFIX, JOB_NAME_PREFIX
+from islurm.daemon.slurm.parse import job_comment, job_name
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,13 @@ class HookCommand:
         return argv
 
 
-def job_name(profile: str) -> str:
-    return JOB_NAME_PREFIX + profile
-
-
 def sbatch_options(
-    profile: Profile, *, log_path: str, workdir: str, extra: Sequence[str] = ()
+    profile: Profile,
+    *,
+    log_path: str,
+    workdir: str,
+    extra: Sequence[str] = (),
+    image_key: str = "",
 ) -> list[str]:
     """The argv after `sbatch --parsable` for a profile. The profile's own options come after
     ours except the identity ones, so a profile can override e.g. --output but not the name."""
@@ -66,9 +67,9 @@ def sbatch_options(
         f"--chdir={workdir}",
         *profile.sbatch,
         *extra,
-        f"--job-name={job_name(profile.name)}",
-        f"--comment={COMMENT_PREFIX}{profile.name}",
-        # singleton: two daemons (two login nodes) can never run two jobs of one profile.
+        f"--job-name={job_name(profile.name, image_key)}",
+        f"--comment={job_comment(profile.name, image_key)}",
+        # singleton: two daemons (two login nodes) never run two jobs of one profile and image.
         "--dependency=singleton",
         "--no-requeue",
     ]

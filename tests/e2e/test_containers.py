@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -30,7 +31,8 @@ def container_user(user: User, tmp_path: Path) -> Iterator[User]:
     arm = foreign_rootfs(PROJECTS / f"arm-{os.getpid()}", user.name)
     shutil.rmtree(f"{user.home}/.cache/islurm", ignore_errors=True)
     config = TEST_CONFIG + (
-        f'[containers]\nproject_roots = ["{PROJECTS}"]\ncache_limit = "2G"\n\n'
+        f'[containers]\nproject_roots = ["{PROJECTS}"]\ncache_limit = "2G"\n'
+        f'images = {{ debian = "{image}" }}\n\n'
         '[profiles.cpu-container]\ndescription = "Debian 12 without sshd"\n'
         'sbatch = ["--partition=interactive", "--mem=512M", "--time=00:20:00"]\n'
         f'image = "{image}"\n\n'
@@ -102,7 +104,8 @@ def test_a_session_runs_in_an_image_without_sshd(container_user: User) -> None:
     out = r.stdout.decode()
     assert r.returncode == 0, r.stderr.decode()
     jobs = u.live_jobs()
-    assert len(jobs) == 1 and jobs[0]["name"] == "islurm-cpu-container", jobs
+    key = hashlib.sha256(str(PROJECTS / "debian.tar").encode()).hexdigest()[:12]
+    assert len(jobs) == 1 and jobs[0]["name"] == f"islurm-cpu-container.{key}", jobs
     job_id = jobs[0]["job_id"]
     assert 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"' in out
     assert f"job={job_id}" in out and "no-sshd" in out and "built by tests" in out
@@ -157,3 +160,52 @@ def test_a_foreign_architecture_image_is_refused(container_user: User) -> None:
     assert r.returncode != 0
     assert "built for aarch64" in err and os.uname().machine in err, err
     u.wait_no_jobs(timeout=30)
+
+
+def test_concurrent_connects_copy_once_and_a_per_connect_image(container_user: User) -> None:
+    u = container_user
+    t0 = time.monotonic()
+    procs = [
+        u.popen(
+            u.ssh_argv("slurm-cpu-container", "cat /etc/" + MARKER),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(8)
+    ]
+    results = [(p.communicate(timeout=240), p.returncode) for p in procs]
+    for (out, err), code in results:
+        assert code == 0 and b"built by tests" in out, err.decode()
+    copying = sum(err.decode().count("copying image") for (_, err), _ in results)
+    assert copying >= 1 and len(u.live_jobs()) == 1, u.live_jobs()
+    log = Path(u.home, ".local/state/islurm/log/islurmd.log").read_text()
+    assert log.count("image.fetched") == 1, "the image was copied more than once"
+    assert len(glob.glob(f"{u.home}/.cache/islurm/images/*-debian.tar")) == 1
+    listed = u.islurmctl("cache", "list", "--json")
+    assert [i["source"] for i in json.loads(listed.stdout)["images"]] == [
+        str(PROJECTS / "debian.tar")
+    ]
+    print(f"8 concurrent uncached connects: {time.monotonic() - t0:.1f} s")
+
+    # Profile cpu runs on the node; the same profile with --image (host slurm-cpu+debian)
+    # gets its own job, in that image, and neither is handed the other's job.
+    bare = u.ssh("slurm-cpu", f"test -e /etc/{MARKER} && echo in-image || echo on-node")
+    boxed = u.ssh("slurm-cpu+debian", f"cat /etc/{MARKER}; echo job=$SLURM_JOB_ID")
+    assert bare.stdout.decode().split() == ["on-node"], bare.stderr.decode()
+    assert b"built by tests" in boxed.stdout, boxed.stderr.decode()
+    names = sorted(j["name"] for j in u.live_jobs())
+    key = hashlib.sha256(str(PROJECTS / "debian.tar").encode()).hexdigest()[:12]
+    assert names == ["islurm-cpu", f"islurm-cpu-container.{key}", f"islurm-cpu.{key}"]
+    listing = json.loads(u.islurmctl("list", "--json").stdout)
+    shown = {j["profile"] + "/" + j["image_key"]: j["container"] for j in listing}
+    assert shown[f"cpu/{key}"] == str(PROJECTS / "debian.tar") and shown["cpu/"] == ""
+
+    doctor = u.islurmctl("doctor", "--quick", "--profile", "cpu-container", "--profile", "arm")
+    text = doctor.stdout.decode()
+    assert "ok    container cpu-container: runtime: podman" in text, text
+    assert "ok    container cpu-container: image" in text
+    assert "FAIL  container arm: image" in text and "built for aarch64" in text
+    assert "login node" in text
+    u.islurmctl("cancel", "--all")
+    u.wait_no_jobs()

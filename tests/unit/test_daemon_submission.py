@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from islurm.config.settings import Profile
-from islurm.daemon.slurm.submission import HookCommand, job_name, job_script, sbatch_options
+from islurm.daemon.slurm.parse import job_name
+from islurm.daemon.slurm.submission import HookCommand, job_script, sbatch_options
 
 HOSTILE = "/tmp/a b;$(touch x)'\""
 ECHO_ARGV = '#!/bin/sh\nprintf \'%s\\0\' "$0" "$@"\n'
