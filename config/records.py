@@ -9,6 +9,8 @@ daemon (login node) writes the host certificate. Stdlib only: the hook imports t
     jobs/<id>.cert       the host certificate signed by the user's CA        (daemon writes)
     jobs/<id>.hostkey    a host key made and signed before the job started   (daemon writes;
                          the hook takes it and removes it at start)
+    jobs/<id>.sessions   how many authenticated ssh sessions the job's sshd has  (hook writes;
+                         sessions without a relay hold no lease: idle reaping counts these)
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ ERROR = ".error"
 SIGN_REQUEST = ".csr"
 CERTIFICATE = ".cert"
 HOST_KEY = ".hostkey"
-SUFFIXES = (RECORD, ERROR, SIGN_REQUEST, CERTIFICATE, HOST_KEY)
+SESSIONS = ".sessions"
+SUFFIXES = (RECORD, ERROR, SIGN_REQUEST, CERTIFICATE, HOST_KEY, SESSIONS)
 #: the address family the job's sshd listens on; connects use exactly this family
 LISTEN_FAMILY = "inet"
 LISTEN_ADDRESS = "0.0.0.0"  # noqa: S104 - every IPv4 address of the node, nothing else

@@ -57,13 +57,15 @@ class ProxySpec:
     login: str | None  # None: the config is used on the login node itself
     local_command: tuple[str, ...] = ()  # argv prefix for the shim when local
     remote_command: str = "islurm-proxy"
+    #: on the login node: the shim hands ssh the connected socket and exits (ProxyUseFdpass)
+    fdpass: bool = False
 
     def command(self, profile: str, image: str = "") -> str:
         """The ProxyCommand: ssh runs it with `sh -c "exec ..."`, so each word is quoted for
         the shell, then % is doubled for ssh's own token expansion."""
         shim = ["--image", image, profile] if image else [profile]
         if self.login is None:
-            argv = [*self.local_command, *shim]
+            argv = [*self.local_command, *(["--fdpass"] if self.fdpass else []), *shim]
         else:
             argv = ["ssh", "-T", "-o", "BatchMode=yes", self.login, self.remote_command, *shim]
         return " ".join(_shell_word(w).replace("%", "%%") for w in argv)
@@ -85,6 +87,8 @@ def host_options(
         ("ServerAliveInterval", "30"),
         ("ServerAliveCountMax", "4"),
     ]
+    if proxy.fdpass and proxy.login is None:
+        options.append(("ProxyUseFdpass", "yes"))
     if user:
         if any(c in user for c in "%$"):
             # Newer ssh versions expand tokens in User, older ones do not: no spelling is right

@@ -58,6 +58,7 @@ class JobControl:
     ) -> None:
         self.settings, self.slurm, self.table = settings, slurm, table
         self.ports, self.watcher, self.hook = ports, watcher, hook
+        self.records = watcher.records
         self.submissions = 0
 
     # -- submit ------------------------------------------------------------------------------
@@ -251,6 +252,7 @@ class JobControl:
                 "port": j.endpoint.port if j.endpoint else j.port,
                 "ready": j.endpoint is not None,
                 "sessions": len(j.leases),
+                "direct_sessions": self.records.sessions(j.job_id),
                 "time_used": j.time_used,
                 "time_left": j.time_left,
                 "time_limit": j.time_limit,

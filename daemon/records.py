@@ -84,6 +84,12 @@ class RecordStore:
         ok_until = isinstance(until, int | float) and not isinstance(until, bool)
         return key, float(until) if ok_until else None  # type: ignore[arg-type]
 
+    def sessions(self, job_id: str) -> int:
+        """Authenticated ssh sessions the job reports (those without a relay hold no lease)."""
+        data = self._read(job_id, contract.SESSIONS)
+        n = data.get("sessions") if isinstance(data, dict) else None
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+
     def write_certificate(self, job_id: str, cert: str) -> None:
         contract.write_json(
             self._path(job_id, contract.CERTIFICATE), {"job_id": job_id, "certificate": cert}

@@ -176,6 +176,11 @@ class Watcher:
             idle = job.idle_for(now)
             grace = self.idle_grace(job.profile)
             if idle is not None and grace > 0 and idle >= grace:
+                if self.records.sessions(job.job_id):
+                    # Sessions without a relay (ProxyUseFdpass) hold no lease: the job says
+                    # it has them; its idle clock starts again.
+                    job.mark_reaped()
+                    continue
                 log.info(
                     "job.idle_reaped",
                     job_id=job.job_id,

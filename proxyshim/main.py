@@ -48,7 +48,7 @@ STALE_RETRIES = 3  # connects to an endpoint that no longer answers before givin
 NODE_HANGUP_WAIT = 5.0  # seconds to wait for islurmd's word when the node hangs up first
 
 USAGE = """\
-usage: islurm-proxy [--socket PATH] [--timeout SECONDS] [--image IMAGE] PROFILE
+usage: islurm-proxy [--socket PATH] [--timeout SECONDS] [--image IMAGE] [--fdpass] PROFILE
 """
 
 HELP = (
@@ -61,6 +61,7 @@ options:
   --socket PATH        islurmd's socket (default: $ISLURM_SOCKET, else
                        $XDG_RUNTIME_DIR/islurm/islurmd.sock, else /tmp/islurm-UID/islurmd.sock)
   --timeout SECONDS    give up when no session is ready within SECONDS
+  --fdpass             hand the connected socket to ssh and exit (ssh's ProxyUseFdpass)
   --image IMAGE        run the session in this container image instead of the profile's:
                        an absolute path, a reference (docker://debian:12) or a name from
                        the config's [containers] images; one job per profile and image
@@ -86,11 +87,12 @@ class Options:
         self.socket: str | None = None
         self.timeout: float | None = None
         self.image: str | None = None
+        self.fdpass = False
 
 
 def parse_args(args: list[str]) -> Options:
     """Hand-parsed (argparse costs start-up time):
-    [--socket PATH] [--timeout S] [--image IMAGE] PROFILE."""
+    [--socket PATH] [--timeout S] [--image IMAGE] [--fdpass] PROFILE."""
     opts = Options()
     positional: list[str] = []
     i = 0
@@ -106,6 +108,9 @@ def parse_args(args: list[str]) -> Options:
         if arg == "--version":
             opts.action = "version"
             return opts
+        if arg == "--fdpass":
+            opts.fdpass = True
+            continue
         name, eq, value = arg.partition("=")
         if name in ("--socket", "--timeout", "--image"):
             if not eq:
@@ -226,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
 
             opts.socket = paths.socket_path()
         conn, ready, node = connect_live(opts.socket, opts.profile, opts.timeout, opts.image)
+        if opts.fdpass:
+            # ssh takes the socket; we exit. The job itself reports its sessions to islurmd
+            # (idle reaping counts them) and tells their terminals why it ends.
+            from islurm.proxyshim import node as node_
+
+            node_.hand_over(node)
+            conn.close()
+            return EXIT_OK
         lease = leases.Lease(conn, opts.socket, ready.job_id, opts.profile)
         pump = splice.Pump(node)
         try:

@@ -5,6 +5,7 @@ import _socket
 import errno
 import os
 import select
+import sys
 import time
 
 from islurm.proxyshim.exits import EXIT_NODE
@@ -65,3 +66,18 @@ def await_banner(sock: _socket.socket, timeout: float = NODE_CONNECT_TIMEOUT) ->
     if head != b"SSH-":
         what = "closed the connection" if not head else "is not an sshd"
         raise ShimError(EXIT_NODE, f"the endpoint {what} before the session started")
+
+
+def hand_over(sock: _socket.socket, channel_fd: int = 1) -> None:
+    """ProxyUseFdpass: give the connected socket to ssh over our stdout (a Unix socket ssh
+    made for it), after which no process of ours carries the session's bytes."""
+    channel = _socket.socket(fileno=channel_fd)
+    try:
+        fd = sock.fileno().to_bytes(4, sys.byteorder)
+        channel.sendmsg([b"\0"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd)])
+    except OSError as exc:
+        raise ShimError(
+            EXIT_NODE, f"cannot hand the connection to ssh (ProxyUseFdpass?): {exc}"
+        ) from None
+    finally:
+        channel.detach()

@@ -25,6 +25,7 @@ from islurm.config import paths, records
 from islurm.sessionhooks import hostkey, jobinfo, sshd, terminals
 from islurm.sessionhooks.container.base import ContainerError
 from islurm.sessionhooks.container.job import JobContainer, job_container
+from islurm.sessionhooks.sessions import SessionCount
 from islurm.sessionhooks.walltime import WalltimeWarnings, format_left
 
 LISTEN_TIMEOUT = 20.0
@@ -203,20 +204,27 @@ def serve(
     profile: str,
     leads: list[float],
     end_time: float | None,
+    sessions: SessionCount | None = None,
 ) -> None:
-    """Log sshd's output until it exits; warn the job's terminals before its time limit."""
+    """Log sshd's output until it exits; keep the session count; warn the job's terminals
+    before its time limit."""
     reader = LineReader(proc)
     warnings = WalltimeWarnings(leads, end_time)
     recheck = time.time() + END_TIME_RECHECK
     while True:
         due = warnings.next_due()
-        wake = None if due is None else min(due, recheck)
-        deadline = None if wake is None else time.monotonic() + max(0.0, wake - time.time())
+        recount = sessions.due if sessions is not None else None
+        wake = min(t for t in (due, recheck, recount) if t is not None)
+        deadline = time.monotonic() + max(0.0, wake - time.time())
         for line in reader.lines(deadline):
             SSHD_LOG.line(line)
+            if sessions is not None:
+                sessions.saw(line)
         if reader.eof:
             return
         now = time.time()
+        if sessions is not None and sessions.due is not None and now >= sessions.due:
+            sessions.recount()
         if now >= recheck:  # an admin may have changed the time limit
             warnings.end_time = jobinfo.end_time(job_id) or warnings.end_time
             recheck = now + END_TIME_RECHECK
@@ -228,6 +236,19 @@ def serve(
             )
             count = terminals.write_all(terminals.session_terminals(proc.pid), message)
             say(f"walltime warning sent to {count} terminal(s): {message}")
+
+
+def tell_ending(sshd_pid: int, job_id: str, profile: str, end: float | None) -> None:
+    """The job is told to end (TERM): say why on its sessions' terminals, which have no relay
+    on the login node to say it when they run without one."""
+    why = (
+        "reached its time limit"
+        if end is not None and time.time() >= end - 10
+        else "was cancelled (or preempted)"
+    )
+    message = f"*** islurm: job {job_id} ({profile}) {why}; this session is ending. ***"
+    count = terminals.write_all(terminals.session_terminals(sshd_pid), message)
+    say(f"end notice sent to {count} terminal(s): {message}")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -267,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     proc: subprocess.Popen[bytes] | None = None
     container: JobContainer | None = None
     code = 0
+    end: float | None = None
     try:
         key = os.path.join(jobdir, "ssh_host_ed25519_key")
         # The daemon passes the profile's time limit; Slurm is asked only when it could not.
@@ -298,13 +320,16 @@ def main(argv: list[str] | None = None) -> int:
             records.path(jobs, job_id, records.RECORD), rec.to_json(user, args.profile, time.time())
         )
         say(f"ready: sshd pid {proc.pid} on {node}:{port}")
-        serve(proc, job_id, args.profile, args.warn_before, end)
+        sessions = SessionCount(jobs, job_id, proc.pid, user)
+        serve(proc, job_id, args.profile, args.warn_before, end, sessions)
         proc.wait()
         say(f"sshd exited with code {proc.returncode}")
         _fail(jobs, job_id, f"the job's sshd exited with code {proc.returncode}")
         code = 1
     except Stop as stop:
         say(f"stopping on {stop}")
+        if proc is not None:
+            tell_ending(proc.pid, job_id, args.profile, end)
     except (sshd.SshdError, ContainerError) as exc:
         _fail(jobs, job_id, str(exc))
         code = 1

@@ -25,6 +25,11 @@ def _children(proc: str = PROC) -> dict[int, list[int]]:
     return tree
 
 
+def children(pid: int, proc: str = PROC) -> list[int]:
+    """The direct children of `pid`."""
+    return _children(proc).get(pid, [])
+
+
 def descendants(root: int, proc: str = PROC) -> set[int]:
     tree = _children(proc)
     seen: set[int] = set()

@@ -76,7 +76,8 @@ def test_usage_error_exits_2_on_stderr_only(shim_start: Start) -> None:
     assert (proc.returncode, out) == (2, b"")
     assert err.decode().splitlines() == [
         "islurm-proxy: unknown option --bogus",
-        "usage: islurm-proxy [--socket PATH] [--timeout SECONDS] [--image IMAGE] PROFILE",
+        "usage: islurm-proxy [--socket PATH] [--timeout SECONDS] [--image IMAGE] [--fdpass]"
+        " PROFILE",
     ]
 
 
@@ -85,7 +86,8 @@ def test_help_and_version(shim_start: Start) -> None:
     out, err = proc.communicate(timeout=GUARD)
     assert (proc.returncode, err) == (0, b"")
     assert out.startswith(
-        b"usage: islurm-proxy [--socket PATH] [--timeout SECONDS] [--image IMAGE] PROFILE\n"
+        b"usage: islurm-proxy [--socket PATH] [--timeout SECONDS] [--image IMAGE] [--fdpass]"
+        b" PROFILE\n"
     )
     assert b"--timeout SECONDS" in out and b"exit status" in out
     proc = shim_start("--version")
