@@ -252,7 +252,7 @@ class JobControl:
                 "port": j.endpoint.port if j.endpoint else j.port,
                 "ready": j.endpoint is not None,
                 "sessions": len(j.leases),
-                "direct_sessions": self.records.sessions(j.job_id),
+                "direct_sessions": self.records.sessions(j.job_id)[0],
                 "time_used": j.time_used,
                 "time_left": j.time_left,
                 "time_limit": j.time_limit,

@@ -53,6 +53,7 @@ class Job:
     suspect: bool = False
     ends_at: float | None = None  # trio time its limit is reached, while it runs
     served: bool = False  # its sshd was ready once: a later hook error means it is ending
+    direct_sessions: int = 0  # sessions without a lease, as the job last reported them
     has_record: bool = False  # its readiness record was seen: its going means the job ends
     refused_record: Record | None = None  # the last record ignored (said once in the log)
     warned: set[float] = field(default_factory=set)
@@ -129,6 +130,12 @@ class Job:
         if self.idle_since is None:
             self.idle_since = now
         return now - self.idle_since
+
+    def saw_direct_sessions(self, count: int, now: float) -> None:
+        """The job reports `count` sessions that hold no lease (ProxyUseFdpass): not idle
+        while it has some; its idle time starts when they are seen gone."""
+        self.direct_sessions = count
+        self.idle_since = None if count else now
 
     def mark_reaped(self) -> None:
         self.idle_since = None

@@ -84,11 +84,16 @@ class RecordStore:
         ok_until = isinstance(until, int | float) and not isinstance(until, bool)
         return key, float(until) if ok_until else None  # type: ignore[arg-type]
 
-    def sessions(self, job_id: str) -> int:
-        """Authenticated ssh sessions the job reports (those without a relay hold no lease)."""
+    def sessions(self, job_id: str) -> tuple[int, float | None]:
+        """(authenticated ssh sessions the job reports, the job's epoch of the last change):
+        sessions without a relay (ProxyUseFdpass) hold no lease, so the job says how many."""
         data = self._read(job_id, contract.SESSIONS)
-        n = data.get("sessions") if isinstance(data, dict) else None
-        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+        if not isinstance(data, dict):
+            return 0, None
+        n, at = data.get("sessions"), data.get("at")
+        count = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+        when = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+        return count, when
 
     def write_certificate(self, job_id: str, cert: str) -> None:
         contract.write_json(

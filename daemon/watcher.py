@@ -173,23 +173,28 @@ class Watcher:
     async def reap_idle(self) -> None:
         now = trio.current_time()
         for job in self.table:
+            if job.live and not job.leases and job.direct_sessions:
+                # Sessions without a relay (ProxyUseFdpass) hold no lease: the job says how
+                # many it has (a small read each pass while it has some).
+                job.saw_direct_sessions(self.records.sessions(job.job_id)[0], now)
+                continue
             idle = job.idle_for(now)
             grace = self.idle_grace(job.profile)
-            if idle is not None and grace > 0 and idle >= grace:
-                if self.records.sessions(job.job_id):
-                    # Sessions without a relay (ProxyUseFdpass) hold no lease: the job says
-                    # it has them; its idle clock starts again.
-                    job.mark_reaped()
-                    continue
-                log.info(
-                    "job.idle_reaped",
-                    job_id=job.job_id,
-                    profile=job.profile,
-                    idle_seconds=round(idle, 1),
-                    grace=grace,
-                )
-                job.mark_reaped()
-                await self.on_idle(job)
+            if idle is None or grace <= 0 or idle < grace:
+                continue
+            direct = self.records.sessions(job.job_id)[0]
+            if direct:
+                job.saw_direct_sessions(direct, now)
+                continue
+            log.info(
+                "job.idle_reaped",
+                job_id=job.job_id,
+                profile=job.profile,
+                idle_seconds=round(idle, 1),
+                grace=grace,
+            )
+            job.mark_reaped()
+            await self.on_idle(job)
 
     def log_walltime(self, leads: Callable[[str], tuple[float, ...]]) -> None:
         for job in self.table:
@@ -251,7 +256,7 @@ class Watcher:
             poll_at = polled_at + interval
             now = trio.current_time()
             wake = min(poll_at, self._next_deadline(now))
-            if any(j.live and j.has_record for j in self.table):
+            if any(j.live and (j.has_record or j.direct_sessions) for j in self.table):
                 wake = min(wake, now + RECORD_WATCH)
             with trio.move_on_after(max(0.0, wake - now)):
                 await self._kick.wait()

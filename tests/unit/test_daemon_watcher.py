@@ -2,11 +2,13 @@
 submission. Virtual time throughout (autojump_clock)."""
 
 import itertools
+import time
 from pathlib import Path
 
 import pytest
 import trio
 
+from islurm.config import records
 from islurm.daemon.jobs import JobTable
 from islurm.daemon.records import RecordStore
 from islurm.daemon.slurm.client import SlurmError
@@ -290,3 +292,31 @@ async def test_a_vanished_record_is_learned_without_a_poll_then_one_poll_says_wh
     assert ended["state"] == "CANCELLED"
     assert took <= 3.0  # a stat every 2 s, then one poll (not the 10-minute safety poll)
     assert len(slurm.of("query")) - before == 1
+
+
+async def test_sessions_without_a_lease_keep_their_job_and_grace_counts_from_their_end(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    slurm = FakeSlurm().always("query", rows(running_line("4242")))
+    cancelled_at: list[float] = []
+
+    def scancel(job_ids: list[str]) -> None:
+        cancelled_at.append(trio.current_time())
+        slurm.always("query", rows(squeue_line("4242", state="CANCELLED", reason="None")))
+
+    slurm.script("cancel", scancel)
+    config = '[defaults]\nidle_grace = "5s"\n'
+    async with live_daemon(tmp_path, slurm, config) as (_daemon, state, _nursery):
+        sessions = records.path(str(state / "jobs"), "4242", records.SESSIONS)
+        write_record(state, "4242")
+        # ssh took the socket from the shim (ProxyUseFdpass): no lease, one session
+        records.write_json(sessions, {"job_id": "4242", "sessions": 1, "at": time.time()})
+        await trio.sleep(60)
+        assert cancelled_at == []  # a minute past the grace: the job said it is in use
+        t_end = trio.current_time()
+        records.write_json(sessions, {"job_id": "4242", "sessions": 0, "at": time.time()})
+        with trio.fail_after(GUARD):
+            while not cancelled_at:
+                await trio.sleep(0.5)
+    # seen gone within a watcher pass (2 s), then the grace (5 s)
+    assert 5.0 <= cancelled_at[0] - t_end <= 8.0
