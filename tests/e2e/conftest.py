@@ -139,7 +139,13 @@ class User:
 
     @property
     def ssh_config(self) -> str:
+        """The login node's config: ssh takes the socket from the shim (no relay)."""
         return f"{self.home}/.ssh/islurm_config"
+
+    @property
+    def relay_config(self) -> str:
+        """The same hosts with the shim relaying the bytes (`ssh-config --local --relay`)."""
+        return f"{self.home}/.ssh/islurm_relay_config"
 
     def argv(self, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
         base = {
@@ -181,8 +187,8 @@ class User:
         proc: subprocess.Popen[bytes] = subprocess.Popen(self.argv(argv), **kw)  # type: ignore[call-overload]
         return proc
 
-    def ssh_argv(self, host: str, command: str) -> list[str]:
-        return ["ssh", "-F", self.ssh_config, "-o", "BatchMode=yes", host, command]
+    def ssh_argv(self, host: str, command: str, config: str | None = None) -> list[str]:
+        return ["ssh", "-F", config or self.ssh_config, "-o", "BatchMode=yes", host, command]
 
     def ssh(
         self, host: str, command: str, timeout: float = 180, input: bytes | None = None

@@ -1,0 +1,141 @@
+"""Issue 14 on the real cluster: no relay on the login node, no Slurm calls while idle, no
+daemon when unused. Behaviour only; the costs are measured by `make bench`."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.e2e.conftest import User
+
+QUIET = """\
+[daemon]
+poll_busy = 0.25
+
+[profiles.short]
+description = "a small CPU job for tests"
+sbatch = ["--partition=interactive", "--cpus-per-task=1", "--mem=256M", "--time=00:20:00"]
+"""
+
+
+def _islurm_processes(user: User) -> list[str]:
+    """Command lines of the user's islurm shims (anything carrying session bytes)."""
+    found = []
+    for proc in psutil.process_iter(["username", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.info["username"] == user.name and ("proxyshim" in cmd or "islurm-proxy" in cmd):
+            found.append(cmd)
+    return found
+
+
+def test_a_login_node_session_has_no_relay(user: User) -> None:
+    config = Path(user.ssh_config).read_text()
+    assert "ProxyUseFdpass yes" in config and "--fdpass" in config
+    argv = user.ssh_argv("slurm-cpu", "echo open; head -c 5 >/dev/null; echo done")
+    with user.popen(argv, stdout=-1, stderr=-1, stdin=-1) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline() == b"open\n"
+        assert _islurm_processes(user) == []  # ssh holds the socket itself
+        proc.stdin.write(b"12345")  # bytes still flow both ways without a relay
+        proc.stdin.close()
+        assert proc.stdout.readline() == b"done\n"
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_a_job_cancelled_under_a_login_node_session_is_told_on_its_terminal(
+    user: User,
+) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:  # child: a real terminal session without a relay
+        argv = user.argv(["ssh", "-tt", "-F", user.ssh_config, "slurm-cpu", "echo open; sleep 60"])
+        os.execvp(argv[0], argv)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        cancelled = False
+        while b"was cancelled" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+            if b"open" in seen and not cancelled:
+                job_id = user.live_jobs()[0]["job_id"]
+                subprocess.run(["scancel", job_id], check=True, timeout=30)
+                cancelled = True
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    assert f"job {job_id} (cpu) was cancelled".encode() in seen, seen.decode(errors="replace")
+
+
+def _wrap_slurm(user: User, tmp_path: Path) -> tuple[str, Path]:
+    """PATH wrappers that log every Slurm command islurmd (and its jobs) run."""
+    wrap = tmp_path / "slurm-wrappers"
+    wrap.mkdir()
+    calls = tmp_path / "slurm-calls.log"
+    calls.touch()
+    for tool in ("squeue", "sbatch", "scancel", "sinfo", "scontrol"):
+        script = wrap / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\nexec /usr/bin/{tool} "$@"\n')
+        script.chmod(0o755)
+    os.chmod(tmp_path, 0o755)
+    calls.chmod(0o666)
+    return f"{wrap}:{user.prefix}/bin:/usr/bin:/bin", calls
+
+
+def test_no_slurm_call_in_an_idle_minute_with_sessions_open(user: User, tmp_path: Path) -> None:
+    user.stop_daemon()
+    user.prepare(QUIET, tmp_path)
+    path, calls = _wrap_slurm(user, tmp_path)
+    started = user.run(["islurmctl", "status"], env={"PATH": path})  # islurmd with the wrappers
+    assert started.returncode == 0, started.stderr.decode()
+    sessions = [
+        user.popen(user.ssh_argv("slurm-short", "echo open; sleep 100"), stdout=-1, stdin=-3)
+        for _ in range(2)
+    ]
+    try:
+        for s in sessions:
+            assert s.stdout is not None and s.stdout.readline() == b"open\n"
+        time.sleep(10)  # the polls the connects asked for are over
+        before = calls.read_text().splitlines()
+        assert any(line.startswith("sbatch") for line in before)  # the wrappers do count
+        time.sleep(60)
+        during = calls.read_text().splitlines()[len(before) :]
+        assert [j["state"] for j in user.live_jobs()] == ["RUNNING"]
+    finally:
+        for s in sessions:
+            s.kill()
+            s.wait()
+            if s.stdout is not None:
+                s.stdout.close()
+    assert during == []
+
+
+def test_an_unused_daemon_exits_and_the_next_connect_starts_one(user: User, tmp_path: Path) -> None:
+    user.stop_daemon()
+    user.prepare(QUIET.replace("[daemon]\n", '[daemon]\nidle_exit = "10s"\n'), tmp_path)
+    cfg = Path(user.home) / ".config/islurm/config.toml"
+    assert 'idle_exit = "10s"' in cfg.read_text()
+    assert user.ssh("slurm-short", "true").returncode == 0
+    first = user.daemon_pid()
+    assert first is not None
+    assert user.islurmctl("cancel", "--all").returncode == 0
+    user.wait_no_jobs()
+    deadline = time.monotonic() + 40
+    while user.daemon_pid() == first:
+        assert time.monotonic() < deadline, "the unused daemon did not exit"
+        time.sleep(0.5)
+    again = user.ssh("slurm-short", "hostname")
+    assert again.returncode == 0, again.stderr.decode()
+    assert user.daemon_pid() not in (None, first)
