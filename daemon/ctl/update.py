@@ -33,7 +33,7 @@ def _policy(args: argparse.Namespace) -> Policy:
 def cmd_check(args: argparse.Namespace) -> int:
     policy, install = _policy(args), gens.detect()
     if not policy.network:
-        out: dict[str, Any] = {"ok": False, "mode": "off", "reason": policy.reason}
+        out: dict[str, Any] = {"ok": False, "mode": policy.mode, "reason": policy.reason}
         if args.json:
             print(json.dumps(out))
         else:
