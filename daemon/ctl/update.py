@@ -107,7 +107,8 @@ def cmd_update(args: argparse.Namespace) -> int:
         )
         raise Fail(
             Exit.ERROR,
-            f"update failed at {exc.step}: {exc}; islurm {installer.current_version(install)} "
+            f"update failed at {exc.step}: {exc.message}; islurm "
+            f"{installer.current_version(install)} "
             "stays in use",
         ) from None
     _tell_daemon()

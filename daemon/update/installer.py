@@ -33,7 +33,7 @@ class UpdateFailed(Exception):
 
     def __init__(self, step: str, message: str) -> None:
         super().__init__(f"{step}: {message}")
-        self.step = step
+        self.step, self.message = step, message
 
 
 class Busy(UpdateFailed):
