@@ -33,7 +33,7 @@ def _policy(args: argparse.Namespace) -> Policy:
 def cmd_check(args: argparse.Namespace) -> int:
     policy, install = _policy(args), gens.detect()
     if not policy.network:
-        out: dict[str, Any] = {"ok": False, "mode": "off", "reason": policy.reason}
+        out: dict[str, Any] = {"ok": False, "mode": policy.mode, "reason": policy.reason}
         if args.json:
             print(json.dumps(out))
         else:
@@ -107,7 +107,8 @@ def cmd_update(args: argparse.Namespace) -> int:
         )
         raise Fail(
             Exit.ERROR,
-            f"update failed at {exc.step}: {exc}; islurm {installer.current_version(install)} "
+            f"update failed at {exc.step}: {exc.message}; islurm "
+            f"{installer.current_version(install)} "
             "stays in use",
         ) from None
     _tell_daemon()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,7 +32,9 @@ APPLY_BOX = 900.0  # an automatic update's build, self-test and switch
 LINK_POLL = 60.0  # how often to look whether another process switched `current` (a readlink)
 
 
-def check(policy: Policy, install: gens.Install, state_dir: str | None) -> dict[str, Any]:
+def check(
+    policy: Policy, install: gens.Install, state_dir: str | None, now: float | None = None
+) -> dict[str, Any]:
     """One check (blocking: run it in a thread); its outcome is remembered and returned."""
     current = current_version(install)
     outcome: dict[str, Any] = {"current": current, "mode": policy.mode, "remote": policy.remote}
@@ -46,8 +49,8 @@ def check(policy: Policy, install: gens.Install, state_dir: str | None) -> dict[
             latest=str(tags[-1].version) if tags else None,
             newer=[t.name for t in newer],
         )
-    state.save_check(outcome, state_dir)
-    state.log("check", **outcome)
+    state.save_check(outcome, state_dir, now)
+    state.log("check", state_dir, **outcome)
     return outcome
 
 
@@ -57,12 +60,19 @@ class UpdateChecker:
         settings: Callable[[], Settings],
         state_dir: str,
         handover: Callable[[], Awaitable[None]],
+        *,
+        clock: Callable[[], float] = time.time,
+        install: gens.Install | None = None,
     ) -> None:
         self.settings, self.state_dir, self.handover = settings, state_dir, handover
-        self.install = gens.detect()
+        self.clock = clock  # wall time: the last check's time outlives this process
+        self.install = install or gens.detect()
         self._look = trio.Event()
         self.checks = 0
         self._ctl = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "islurmctl")
+        #: the check and the automatic update; tests replace them
+        self.run_check: Callable[[Policy], Awaitable[dict[str, Any] | None]] = self._in_thread
+        self.run_apply: Callable[[], Awaitable[None]] = self._apply
 
     def policy(self) -> Policy:
         return current_policy(self.settings().update)
@@ -72,7 +82,7 @@ class UpdateChecker:
         return {
             "mode": p.mode,
             "reason": p.reason,
-            "channel": f"{p.remote}#{p.tags}",
+            "channel": f"{p.remote}#{p.tags}" if p.configured else None,
             "pin": p.pin,
             "install": self.install.kind,
             "owned": self.install.owned,
@@ -102,7 +112,7 @@ class UpdateChecker:
                 policy = self.policy()
                 wait = LINK_POLL
                 if policy.network:
-                    due = state.due(policy.interval, self.state_dir)
+                    due = state.due(policy.interval, self.state_dir, self.clock())
                     if due == 0:
                         await self._check(policy)
                         continue
@@ -111,24 +121,31 @@ class UpdateChecker:
                     await self._look.wait()
                 self._look = trio.Event()
 
+    def look(self) -> None:
+        """Look now whether `current` moved or a check is due (never a check before it is)."""
+        self._look.set()
+
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGUSR1) as sigs:
             async for _ in sigs:
-                self._look.set()
+                self.look()
+
+    async def _in_thread(self, policy: Policy) -> dict[str, Any] | None:
+        with trio.move_on_after(CHECK_BOX):
+            return await trio.to_thread.run_sync(
+                check, policy, self.install, self.state_dir, self.clock(), abandon_on_cancel=True
+            )
+        return None
 
     async def _check(self, policy: Policy) -> None:
         self.checks += 1
-        outcome: dict[str, Any] | None = None
-        with trio.move_on_after(CHECK_BOX):
-            outcome = await trio.to_thread.run_sync(
-                check, policy, self.install, self.state_dir, abandon_on_cancel=True
-            )
-        if outcome is None:
+        outcome = await self.run_check(policy)
+        if outcome is None:  # a failed check counts too: the next one waits a whole interval
             outcome = {"ok": False, "error": f"no answer within {CHECK_BOX:g} s"}
-            state.save_check(outcome, self.state_dir)
+            state.save_check(outcome, self.state_dir, self.clock())
         log.info("update.checked", **outcome)
         if policy.mode == "auto" and outcome.get("newer") and self.install.owned:
-            await self._apply()
+            await self.run_apply()
 
     async def _apply(self) -> None:
         """`islurmctl update --auto` of this generation, in its own process: a crash or kill

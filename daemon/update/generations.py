@@ -122,12 +122,42 @@ def new_name(version: str) -> str:
     return f"{version}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
 
 
+def in_use(root: str, proc: str = "/proc") -> set[str]:
+    """The generations some process runs from: its executable, working directory or a word
+    of its command line lies inside one. (A venv's python is a symlink to the base
+    interpreter, so /proc/PID/exe rarely names it; the command line does: a script's #! line
+    is its generation's own python, and the kernel puts that first.)"""
+    bases = {os.path.join(p, installs.GENERATIONS) + os.sep for p in (root, os.path.realpath(root))}
+    found: set[str] = set()
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        words: list[str] = []
+        with contextlib.suppress(OSError), open(os.path.join(proc, pid, "cmdline"), "rb") as f:
+            words = f.read().decode(errors="replace").split("\0")
+        for link_name in ("exe", "cwd"):
+            with contextlib.suppress(OSError):  # another user's process: EACCES
+                words.append(os.readlink(os.path.join(proc, pid, link_name)) + os.sep)
+        for word in words:
+            for base in bases:
+                if word.startswith(base):
+                    found.add(word[len(base) :].split(os.sep, 1)[0])
+    found.discard("")
+    return found
+
+
 def prune(root: str, keep: tuple[str | None, ...]) -> list[str]:
-    """Remove every generation but `keep` (current and previous), incomplete ones included.
-    Called with the update lock held, so nothing is being built meanwhile."""
+    """Remove every generation but `keep` (current and previous) and those a process still
+    runs from (a shim of an open session, a daemon not yet handed over: removing its files
+    would break it); incomplete ones included. Called with the update lock held, so nothing
+    is being built meanwhile. A generation kept for being in use goes at a later prune."""
     removed = []
-    for name in names(root):
-        if name not in keep:
+    stale = [name for name in names(root) if name not in keep]
+    busy = in_use(root) if stale else set()
+    for name in stale:
+        if name not in busy:
             shutil.rmtree(gen_dir(root, name), ignore_errors=True)
             removed.append(name)
     return removed

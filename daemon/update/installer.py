@@ -33,7 +33,7 @@ class UpdateFailed(Exception):
 
     def __init__(self, step: str, message: str) -> None:
         super().__init__(f"{step}: {message}")
-        self.step = step
+        self.step, self.message = step, message
 
 
 class Busy(UpdateFailed):
@@ -96,11 +96,14 @@ def apply(
         try:
             tags = list_releases(policy, git, to)
         except GitError as exc:
+            state.log("failed", step="tags", error=str(exc), **{"from": current})
             raise UpdateFailed("tags", str(exc)) from None
         target = pick(tags if (to or policy.pin) else newer_than(current, tags), to or policy.pin)
         if target is None:
             if to or policy.pin:
-                raise UpdateFailed("tags", f"no release {to or policy.pin} at {policy.remote}")
+                why = f"no release {to or policy.pin} at {policy.remote}"
+                state.log("failed", step="tags", error=why, **{"from": current})
+                raise UpdateFailed("tags", why)
             say(f"islurm {current} is the newest release")
             return None
         if str(target.version) == current:

@@ -12,8 +12,8 @@ from islurm.config.settings import UPDATE_MODES, UpdateSettings, parse_duration
 
 SITE_FILE = "/etc/islurm/site.toml"
 SITE_ENV = "ISLURM_SITE_CONFIG"  # tests (and unusual sites) point elsewhere
-#: the project's own repository; releases are its tags v<semver>
-PROJECT_REMOTE = "https://github.com/islurm/islurm.git"
+# No built-in remote: the project has no public repository to name. Until the user's config or
+# the site file sets `channel`, no check is made and `check` says how to set one.
 DEFAULT_TAGS = "v*"
 _SITE_KEYS = {"mode", "channel", "interval", "pin"}
 
@@ -44,8 +44,14 @@ class Policy:
     reason: str
 
     @property
+    def configured(self) -> bool:
+        """A channel (git remote) is set."""
+        return bool(self.remote)
+
+    @property
     def network(self) -> bool:
-        return self.mode != "off"
+        """Checks may reach out: the mode allows it and there is somewhere to ask."""
+        return self.mode != "off" and self.configured
 
 
 def site_path() -> str:
@@ -85,9 +91,9 @@ def load_site(path: str | None = None) -> Site | None:
 
 
 def split_channel(channel: str) -> tuple[str, str]:
-    """(remote, tag glob) from "URL#glob" / "URL" / "" (the project's release tags)."""
-    remote, _, tags = channel.partition("#")
-    return remote or PROJECT_REMOTE, tags or DEFAULT_TAGS
+    """(remote, tag glob) from "URL#glob" / "URL" / "" (no remote: not configured)."""
+    remote, _, tags = channel.strip().partition("#")
+    return remote, tags or DEFAULT_TAGS
 
 
 def resolve(user: UpdateSettings, site: Site | None, noauto: bool) -> Policy:
@@ -103,6 +109,11 @@ def resolve(user: UpdateSettings, site: Site | None, noauto: bool) -> Policy:
     if noauto and mode != "off":
         mode, reason = "off", f"off: the opt-out file {noauto_path()} exists"
     remote, tags = split_channel(channel)
+    if mode != "off" and not remote:
+        reason = (
+            f'{reason}, but no channel is configured: set channel = "<git URL>" under '
+            f"[update] in {paths.config_file()} (or an admin in {site_path()})"
+        )
     return Policy(mode, remote, tags, interval, pin, reason)
 
 

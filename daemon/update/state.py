@@ -25,10 +25,10 @@ def load(state: str | None = None) -> dict[str, Any]:
     return read_json(state_file(state)) or {}
 
 
-def save_check(outcome: dict[str, Any], state: str | None = None) -> None:
+def save_check(outcome: dict[str, Any], state: str | None = None, now: float | None = None) -> None:
     """Remember a check's outcome (its time is when the next one is due)."""
     data = load(state)
-    data["check"] = {"time": time.time(), **outcome}
+    data["check"] = {"time": time.time() if now is None else now, **outcome}
     write_text_atomic(state_file(state), json.dumps(data, indent=1) + "\n", 0o600)
 
 

@@ -13,10 +13,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from islurm.daemon.update.installer import STEPS
 from tests.e2e.conftest import REPO, TEST_CONFIG, Cluster, User
 
 BROKEN = 'raise ImportError("islurm 0.3.0 is broken on purpose")\n'
@@ -179,40 +181,100 @@ def test_check_update_refuse_a_broken_tag_and_roll_back_with_a_session_open(
         session.close()
 
 
-def test_off_opt_out_or_site_make_no_access_to_the_remote(
-    updater: User, channel: Channel, tmp_path: Path
-) -> None:
+def test_off_opt_out_or_site_make_no_access_to_the_remote(updater: User, channel: Channel) -> None:
     u = updater
     wrapper = channel.dir / "bin"
     wrapper.mkdir(exist_ok=True)
     calls = channel.dir / "git-calls.log"
     (wrapper / "git").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/git "$@"\n')
     (wrapper / "git").chmod(0o755)
-    subprocess.run(["chown", "-R", u.name, str(wrapper)], check=True)
-    path = f"{wrapper}:{u.prefix}/bin:/usr/bin:/bin"
     site = channel.dir / "site.toml"
     site.write_text('[update]\nmode = "off"\n')
+    own = channel.dir / "config-off.toml"  # the user's own config.toml saying off
+    own.write_text(f'[update]\nmode = "off"\nchannel = "{channel.remote}"\n')
+    subprocess.run(["chown", "-R", u.name, str(wrapper), str(site), str(own)], check=True)
+    path = f"{wrapper}:{u.prefix}/bin:/usr/bin:/bin"
     noauto = Path(u.home, ".config/islurm/noauto")
-    cases = [
-        ({"ISLURM_SITE_CONFIG": str(site)}, "set by the site"),
-        ({}, "opt-out file"),
+    cases: list[tuple[dict[str, str], bool, str]] = [
+        ({"ISLURM_SITE_CONFIG": str(site)}, False, "set by the site"),
+        ({}, True, "opt-out file"),
+        ({"ISLURM_CONFIG": str(own)}, False, "mode off (your config)"),
     ]
-    subprocess.run(["runuser", "-u", u.name, "--", "touch", str(noauto)], check=True)
     try:
-        for env, why in cases:
-            if not env:
-                pass
-            elif noauto.exists():
-                noauto.unlink()
-            if not env:
+        for env, opted_out, why in cases:
+            if opted_out:
                 subprocess.run(["runuser", "-u", u.name, "--", "touch", str(noauto)], check=True)
             for cmd in (["check"], ["update"]):
                 r = u.run(["islurmctl", *cmd], env={"PATH": path, **env})
                 said = (r.stdout + r.stderr).decode()
-                assert why in said, said
+                assert why in said, (env, cmd, said)
+            noauto.unlink(missing_ok=True)
         assert not calls.exists(), calls.read_text()
     finally:
         noauto.unlink(missing_ok=True)
     r = u.run(["islurmctl", "check"], env={"PATH": path})  # the control: the wrapper sees git
     assert r.returncode == 0, r.stderr.decode()
     assert "ls-remote" in calls.read_text()
+
+
+def _working(u: User, channel: Channel) -> str:
+    """`current` is a complete generation whose commands run: its version."""
+    name = os.path.basename(channel.current())
+    marker = json.loads((channel.root / "generations" / name / "generation.json").read_text())
+    r = u.run([str(channel.root / "current" / "venv" / "bin" / "islurmctl"), "--version"])
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().strip() == marker["version"]
+    return str(marker["version"])
+
+
+def test_killed_at_each_step_current_stays_working_and_the_next_update_succeeds(
+    updater: User, channel: Channel
+) -> None:
+    """SIGKILL (the installer's test hook) just before each step in turn, updating to the
+    other version each time; every run after a kill clears what the killed one left."""
+    u = updater
+    start = _working(u, channel)
+    other = "0.2.0" if start == "0.1.0" else "0.1.0"
+    for i, step in enumerate(STEPS):
+        before = channel.current()
+        r = u.run(
+            ["islurmctl", "update", "--to", other],
+            env={"ISLURM_UPDATE_DIE_AT": step},
+            timeout=300,
+        )
+        assert r.returncode in (-9, 128 + 9), (step, r.returncode, r.stderr.decode())
+        if i > 0:  # it died right there: the previous step was its last word
+            last = _update_log(u)[-1]
+            assert (last["event"], last["step"]) == ("step", STEPS[i - 1]), (step, last)
+        # prune comes after the switch: only a kill there leaves the new version current
+        assert _working(u, channel) == (other if step == "prune" else start), step
+        if step != "prune":
+            assert channel.current() == before, step
+    r = u.islurmctl("update", "--to", start, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    assert _working(u, channel) == start
+    gens = os.listdir(channel.root / "generations")
+    assert all((channel.root / "generations" / g / "generation.json").exists() for g in gens)
+    assert len(gens) <= 3, gens  # current, previous, and at most one still in use
+
+
+def test_auto_applies_a_new_tag_by_itself_within_one_interval(
+    user: User, channel: Channel, tmp_path: Path
+) -> None:
+    u = User(user.name, channel.prefix)
+    auto = f'mode = "auto"\ninterval = "10s"\nchannel = "{channel.remote}#v0.2.*"'
+    u.prepare(TEST_CONFIG.replace('mode = "off"', auto), tmp_path)
+    r = u.islurmctl("check")  # a check now: the daemon's next one is due in 10 s
+    assert r.returncode == 0 and "newer:   v0.2.0" in r.stdout.decode(), r.stdout.decode()
+    checked = time.time()
+    assert _status(u)["version"] == "0.1.0"  # starts islurmd (0.1.0, auto)
+    _until_version(u, "0.2.0", timeout=10 + 240)
+    took = time.time() - checked
+    log = _update_log(u)
+    daemon_checks = [e for e in log if e["event"] == "check"][1:]
+    assert daemon_checks and daemon_checks[0]["newer"] == ["v0.2.0"]
+    stamp = datetime.strptime(str(daemon_checks[0]["time"]), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    assert stamp >= int(checked) + 10 - 1, "checked again before the interval was over"
+    assert [e["to"] for e in log if e["event"] == "updated"] == ["0.2.0"]
+    assert _working(u, channel) == "0.2.0"
+    print(f"auto update: applied and handed over {took:.0f} s after the last check")

@@ -61,7 +61,19 @@ def test_policy_site_wins_and_the_opt_out_file_turns_it_off(tmp_path: Path) -> N
     assert "set by the site" in p.reason and str(site) in p.reason
     p = pol.resolve(user, s, noauto=True)
     assert (p.mode, p.network) == ("off", False) and "noauto" in p.reason
-    assert pol.split_channel("") == (pol.PROJECT_REMOTE, "v*")
+    assert pol.split_channel("") == ("", "v*")
+
+
+def test_no_channel_means_no_check_and_says_how_to_set_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ISLURM_CONFIG", str(tmp_path / "config.toml"))
+    p = pol.resolve(UpdateSettings(mode="auto", channel=""), None, noauto=False)
+    assert (p.mode, p.configured, p.network) == ("auto", False, False)
+    assert "no channel is configured" in p.reason and str(tmp_path / "config.toml") in p.reason
+    site = pol.Site("/etc/islurm/site.toml", channel="file:///site.git")
+    p = pol.resolve(UpdateSettings(mode="auto", channel=""), site, noauto=False)
+    assert (p.remote, p.network) == ("file:///site.git", True)  # the site may set it
 
 
 @pytest.mark.parametrize(
