@@ -8,9 +8,9 @@ import json
 import time
 from typing import Any
 
-from islurm.config import paths
-from islurm.config.settings import ConfigError, load_settings, parse_size
+from islurm.config.settings import parse_size
 from islurm.config.text import terminal_safe
+from islurm.daemon.ctl import common
 from islurm.daemon.ctl.common import Fail
 from islurm.daemon.ctl.exits import Exit
 from islurm.daemon.imagecache import Entry, ImageCache
@@ -18,10 +18,7 @@ from islurm.daemon.imageprep import cache_for
 
 
 def _cache(args: argparse.Namespace) -> ImageCache:
-    try:
-        settings = load_settings(args.config or paths.config_file())
-    except (ConfigError, OSError) as exc:
-        raise Fail(Exit.CONFIG_INVALID, str(exc)) from None
+    settings = common.settings(args)
     return cache_for(settings.containers)
 
 

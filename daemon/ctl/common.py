@@ -4,10 +4,13 @@ client."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from islurm.config import paths
 from islurm.daemon.ctl.exits import Exit, exit_for
+
+if TYPE_CHECKING:
+    from islurm.config.settings import Settings
 
 
 class Fail(Exception):
@@ -16,6 +19,16 @@ class Fail(Exception):
     def __init__(self, exit_code: Exit, message: str) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """The user's resolved config (--config, else the default file); a bad one is a Fail."""
+    from islurm.config.settings import ConfigError, load_settings
+
+    try:
+        return load_settings(args.config or paths.config_file())
+    except (ConfigError, OSError) as exc:
+        raise Fail(Exit.CONFIG_INVALID, str(exc)) from None
 
 
 def connect(args: argparse.Namespace) -> Any:

@@ -13,7 +13,17 @@ from typing import Any
 
 from islurm.config import paths
 from islurm.config.text import terminal_safe
-from islurm.daemon.ctl import cache, doctor, laptop, service, sessions, setup, uninstall, update
+from islurm.daemon.ctl import (
+    cache,
+    common,
+    doctor,
+    laptop,
+    service,
+    sessions,
+    setup,
+    uninstall,
+    update,
+)
 from islurm.daemon.ctl.common import Fail, call, connect
 from islurm.daemon.ctl.exits import Exit, exit_for
 
@@ -122,12 +132,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_profiles(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from islurm.config.settings import ConfigError, load_settings
-
-    try:
-        settings = load_settings(args.config or paths.config_file())
-    except (ConfigError, OSError) as exc:
-        raise Fail(Exit.CONFIG_INVALID, str(exc)) from None
+    settings = common.settings(args)
     profiles = {n: asdict(p) for n, p in sorted(settings.profiles.items())}
     if args.json:
         print(json.dumps(profiles, indent=2))
@@ -147,7 +152,6 @@ def cmd_known_hosts(args: argparse.Namespace) -> int:
 
 
 def cmd_ssh_config(args: argparse.Namespace) -> int:
-    from islurm.config.settings import ConfigError, load_settings
     from islurm.config.sshconfig import ProxySpec, known_hosts_line, render
     from islurm.daemon.sshca import default_dir, ensure_ca
 
@@ -157,10 +161,7 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
             "give --login HOST (config for your laptop) or --local "
             "(config used on the login node itself)",
         )
-    try:
-        settings = load_settings(args.config or paths.config_file())
-    except (ConfigError, OSError) as exc:
-        raise Fail(Exit.CONFIG_INVALID, str(exc)) from None
+    settings = common.settings(args)
     profiles = args.profile or sorted(settings.profiles)
     unknown = [p for p in profiles if p not in settings.profiles]
     if unknown:

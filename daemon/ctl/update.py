@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from islurm.config import paths
-from islurm.config.settings import ConfigError, load_settings
+from islurm.daemon.ctl import common
 from islurm.daemon.ctl.common import Fail
 from islurm.daemon.ctl.exits import Exit
 from islurm.daemon.update import generations as gens
@@ -23,10 +23,7 @@ from islurm.daemon.update.policy import Policy, current_policy
 
 
 def _policy(args: argparse.Namespace) -> Policy:
-    try:
-        settings = load_settings(args.config or paths.config_file())
-    except (ConfigError, OSError) as exc:
-        raise Fail(Exit.CONFIG_INVALID, str(exc)) from None
+    settings = common.settings(args)
     return current_policy(settings.update)
 
 

@@ -6,15 +6,21 @@ from __future__ import annotations
 import os
 import subprocess
 
+from islurm.daemon.update import command
+from islurm.daemon.update.command import CommandError
 from islurm.daemon.update.versions import parse_ls_remote
 
 NETWORK_TIMEOUT = 10.0  # seconds of network per git call: a check never hangs on a remote
 
 
-class GitError(Exception):
+class GitError(CommandError):
     def __init__(self, argv: list[str], message: str, code: int | None = None) -> None:
-        super().__init__(f"{' '.join(argv[:3])}…: {message}")
-        self.argv, self.code = argv, code
+        super().__init__(argv, f"{' '.join(argv[:3])}…: {message}", code)
+
+
+def _last_line(r: subprocess.CompletedProcess[str]) -> str:
+    tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return f"exit {r.returncode}: {tail}"
 
 
 def _env() -> dict[str, str]:
@@ -29,25 +35,7 @@ class Git:
         self.timeout, self.program = timeout, program
 
     def _run(self, args: list[str], timeout: float) -> str:
-        argv = [self.program, *args]
-        try:
-            r = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=_env(),
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise GitError(argv, f"no answer within {timeout:g} s") from None
-        except OSError as exc:
-            raise GitError(argv, f"cannot run git: {exc}") from None
-        if r.returncode != 0:
-            tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise GitError(argv, f"exit {r.returncode}: {tail}", r.returncode)
-        return r.stdout
+        return command.run([self.program, *args], timeout, GitError, _last_line, _env())
 
     def tags(self, remote: str) -> dict[str, str]:
         """{tag: commit} of `remote` (one ls-remote: no clone, no fetch of objects)."""

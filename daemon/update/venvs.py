@@ -7,36 +7,25 @@ from __future__ import annotations
 import os
 import subprocess
 
+from islurm.daemon.update import command
+from islurm.daemon.update.command import CommandError
+
 BUILD_TIMEOUT = 600.0  # pip may have to fetch and build the dependencies
 SELFTEST_TIMEOUT = 60.0
 PIP_QUIET = ["--disable-pip-version-check", "--no-input", "--quiet"]
 
 
-class BuildError(Exception):
-    def __init__(self, argv: list[str], message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.argv, self.code = argv, code
+class BuildError(CommandError):
+    pass
 
 
 def _run(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
-    try:
-        r = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise BuildError(argv, f"{argv[0]}: no result within {timeout:g} s") from None
-    except OSError as exc:
-        raise BuildError(argv, f"cannot run {argv[0]}: {exc}") from None
-    if r.returncode != 0:
-        tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-6:])
-        raise BuildError(argv, f"{' '.join(argv[:4])}… exit {r.returncode}: {tail}", r.returncode)
-    return r.stdout
+    return command.run(argv, timeout, BuildError, _tail, env)
+
+
+def _tail(r: subprocess.CompletedProcess[str]) -> str:
+    tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-6:])
+    return f"{' '.join(str(a) for a in r.args[:4])}… exit {r.returncode}: {tail}"
 
 
 def create(python: str, dest: str) -> None:
