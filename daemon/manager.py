@@ -42,6 +42,7 @@ class Lease:
     image: str | None = None  # the image asked for ("" = none); None: the profile's own
     job_id: str | None = None
     submitted: bool = False
+    direct: bool = False  # ssh takes the socket (ProxyUseFdpass): this lease ends at once
 
 
 class SessionManager:
@@ -178,6 +179,8 @@ class SessionManager:
             # Before "ready": a client may hang up as soon as it hears that.
             with trio.CancelScope(shield=True):
                 await on_ready(job)
+        if lease.direct:
+            job.direct_possible = True  # idle reaping asks the job for its sessions
         notify("session.ready", progress.ready(job, ep, lease.id))
         await self._hold(lease, job, notify)
 

@@ -182,7 +182,7 @@ class Watcher:
             grace = self.idle_grace(job.profile)
             if idle is None or grace <= 0 or idle < grace:
                 continue
-            direct = self.records.sessions(job.job_id)[0]
+            direct = self.records.sessions(job.job_id)[0] if job.direct_possible else 0
             if direct:
                 job.saw_direct_sessions(direct, now)
                 continue

@@ -169,7 +169,11 @@ def _version() -> str:
 
 
 def connect_live(
-    socket: str, profile: str, timeout: float | None, image: str | None = None
+    socket: str,
+    profile: str,
+    timeout: float | None,
+    image: str | None = None,
+    fdpass: bool = False,
 ) -> "tuple[rpc.Conn, rpc.Ready, _socket.socket]":
     """A session whose sshd answered: (lease connection, endpoint, node socket).
 
@@ -180,7 +184,7 @@ def connect_live(
     from islurm.proxyshim import report, rpc
     from islurm.proxyshim.exits import EXIT_NODE
 
-    conn, ready = rpc.acquire(socket, profile, timeout, image=image)
+    conn, ready = rpc.acquire(socket, profile, timeout, image=image, fdpass=fdpass)
     for attempt in range(1, STALE_RETRIES + 1):
         try:
             node = node_.connect_tcp(ready.host, ready.port)
@@ -196,7 +200,9 @@ def connect_live(
                 raise
             conn.close()
             report.inform(f"{exc.message}; asking islurmd again")
-            conn, ready = rpc.acquire(socket, profile, timeout, unreachable=ready, image=image)
+            conn, ready = rpc.acquire(
+                socket, profile, timeout, unreachable=ready, image=image, fdpass=fdpass
+            )
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
@@ -230,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             from islurm.config import paths
 
             opts.socket = paths.socket_path()
-        conn, ready, node = connect_live(opts.socket, opts.profile, opts.timeout, opts.image)
+        conn, ready, node = connect_live(
+            opts.socket, opts.profile, opts.timeout, opts.image, opts.fdpass
+        )
         if opts.fdpass:
             # ssh takes the socket; we exit. The job itself reports its sessions to islurmd
             # (idle reaping counts them) and tells their terminals why it ends.

@@ -236,6 +236,7 @@ def acquire(
     timeout: float | None = None,
     unreachable: "Ready | None" = None,
     image: str | None = None,
+    fdpass: bool = False,
 ) -> tuple[Conn, Ready]:
     """Ask islurmd for a ready session; keep the returned connection open: it is the lease.
     `unreachable`: the endpoint islurmd gave before, which did not answer (it drops it);
@@ -247,6 +248,8 @@ def acquire(
     }
     if image is not None:
         params["image"] = image
+    if fdpass:  # ssh will hold the socket: the job's own session count keeps it alive
+        params["fdpass"] = True
     if timeout is not None:
         params["timeout"] = timeout
     if unreachable is not None:

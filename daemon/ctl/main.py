@@ -169,7 +169,7 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
     known = args.known_hosts or os.path.join(paths.config_dir(), "known_hosts")
     if args.local:
         sessions.ensure_known_hosts(known)  # where the login node's ssh will read it
-        proxy = ProxySpec(login=None, local_command=_local_shim_command(), fdpass=not args.relay)
+        proxy = ProxySpec(login=None, local_command=_local_shim_command(), fdpass=args.no_relay)
     else:
         proxy = ProxySpec(login=args.login)
     images = sorted(settings.containers.images) if args.images else []
@@ -231,13 +231,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--local",
         action="store_true",
-        help="config for use on the login node itself (runs the shim directly, which hands "
-        "the connected socket to ssh and exits: no relay process)",
+        help="config for use on the login node itself (runs the shim directly)",
     )
     s.add_argument(
-        "--relay",
+        "--no-relay",
         action="store_true",
-        help="with --local: keep the shim relaying the bytes (it then reports a job's end)",
+        help="with --local: the shim hands the connected socket to ssh and exits "
+        "(ProxyUseFdpass; no relay process; experimental)",
     )
     s.add_argument("--user", help="cluster user name, if different from the laptop's")
     s.add_argument("--known-hosts", help="known_hosts file the config points at")

@@ -101,8 +101,11 @@ def build_methods(
         unreachable: object = None,
         protocol: object = None,
         image: object = None,
+        fdpass: object = None,
     ) -> Result:
         _protocol(protocol)
+        if fdpass is not None and not isinstance(fdpass, bool):
+            return InvalidParams("fdpass must be true or false")
         name = _str("profile", profile, max_len=64)
         limit = _opt_number("timeout", timeout)
         if client_pid is not None and (
@@ -115,6 +118,7 @@ def build_methods(
         if unreachable is not None:
             manager.report_unreachable(*_endpoint("unreachable", unreachable))
         lease = manager.new_lease(name, wanted)
+        lease.direct = fdpass is True
         ctx.leases.add(lease.id)
         ctx.after_reply(functools.partial(manager.acquire, lease, ctx.notify, limit))
         return Success({"lease": lease.id, "profile": name})

@@ -111,6 +111,8 @@ def test_an_endpoint_not_signed_by_the_users_ca_is_refused(user: User) -> None:
                         "-o",
                         "BatchMode=yes",
                         "-o",
+                        "ProxyUseFdpass=no",  # nc relays; it passes no socket
+                        "-o",
                         f"ProxyCommand=nc 127.0.0.1 {port}",
                         "slurm-cpu",
                         "true",
