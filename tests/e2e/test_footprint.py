@@ -3,8 +3,9 @@ daemon when unused. Behaviour only; the costs are measured by `make bench`."""
 
 from __future__ import annotations
 
-import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,17 +50,18 @@ def test_a_login_node_session_has_no_relay(user: User) -> None:
     assert proc.returncode == 0
 
 
-def _wrap_slurm(user: User, tmp_path: Path) -> tuple[str, Path]:
-    """PATH wrappers that log every Slurm command islurmd (and its jobs) run."""
-    wrap = tmp_path / "slurm-wrappers"
-    wrap.mkdir()
-    calls = tmp_path / "slurm-calls.log"
+def _wrap_slurm(user: User, where: Path) -> tuple[str, Path]:
+    """PATH wrappers that log every Slurm command islurmd (and its jobs) run, in `where`,
+    which the test user can reach (pytest's tmp_path sits under a 0700 dir of root's)."""
+    wrap = where / "bin"
+    wrap.mkdir(parents=True)
+    calls = where / "slurm-calls.log"
     calls.touch()
     for tool in ("squeue", "sbatch", "scancel", "sinfo", "scontrol"):
         script = wrap / tool
         script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\nexec /usr/bin/{tool} "$@"\n')
         script.chmod(0o755)
-    os.chmod(tmp_path, 0o755)
+    where.chmod(0o755)
     calls.chmod(0o666)
     return f"{wrap}:{user.prefix}/bin:/usr/bin:/bin", calls
 
@@ -67,7 +69,8 @@ def _wrap_slurm(user: User, tmp_path: Path) -> tuple[str, Path]:
 def test_no_slurm_call_in_an_idle_minute_with_sessions_open(user: User, tmp_path: Path) -> None:
     user.stop_daemon()
     user.prepare(QUIET, tmp_path)
-    path, calls = _wrap_slurm(user, tmp_path)
+    where = Path(tempfile.mkdtemp(prefix="islurm-e2e-wrap-", dir="/tmp"))
+    path, calls = _wrap_slurm(user, where)
     # The shims start islurmd with ssh's environment: the wrappers come first on its PATH.
     argv = user.argv(user.ssh_argv("slurm-short", "echo open; sleep 100"), env={"PATH": path})
     sessions = [subprocess.Popen(argv, stdout=-1, stdin=-3) for _ in range(2)]
@@ -86,6 +89,7 @@ def test_no_slurm_call_in_an_idle_minute_with_sessions_open(user: User, tmp_path
             s.wait()
             if s.stdout is not None:
                 s.stdout.close()
+        shutil.rmtree(where, ignore_errors=True)
     assert during == []
 
 
