@@ -264,7 +264,16 @@ class User:
         self.stop_daemon()
         subprocess.run(["scancel", "-u", self.name], capture_output=True, check=False)
         self.wait_no_jobs()
-        subprocess.run(["rm", "-rf", f"{self.home}/.local/state/islurm"], check=True)
+        state = f"{self.home}/.local/state/islurm"
+        for _ in range(20):
+            # A shim whose session just ended may start a daemon that writes its log while
+            # this removes the dir ("Directory not empty"): stop it and try again.
+            removed = subprocess.run(["rm", "-rf", state], capture_output=True, check=False)
+            if removed.returncode == 0:
+                return
+            time.sleep(0.25)
+            self.stop_daemon()
+        raise AssertionError(f"cannot remove {state}: {removed.stderr.decode()}")
 
     def prepare(self, config_text: str, tmp_path: Path) -> None:
         cfg = tmp_path / "config.toml"
