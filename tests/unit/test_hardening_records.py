@@ -21,7 +21,7 @@ from islurm.daemon.jobs import Job
 from islurm.daemon.records import Endpoint, RecordStore
 from islurm.daemon.slurm.parse import in_hostlist
 from islurm.daemon.slurm.states import JobState
-from tests.unit.fakes import FAKE_HOST_KEY, resolve, write_record
+from tests.unit.fakes import FAKE_HOST_KEY, write_record
 
 GUARD = 3600  # virtual seconds
 
@@ -216,24 +216,10 @@ def test_endpoint_matches_only_its_own_record() -> None:
 # -- a record of another node --------------------------------------------------------------
 
 
-def confirm_all(monkeypatch: pytest.MonkeyPatch) -> list[Endpoint]:
-    """Every banner check answers; the endpoints checked are recorded."""
-    checked: list[Endpoint] = []
-
-    async def confirm(endpoint: Endpoint) -> bool:
-        checked.append(endpoint)
-        await trio.lowlevel.checkpoint()
-        return True
-
-    monkeypatch.setattr(readiness, "confirm", confirm)
-    monkeypatch.setattr(readiness, "ipv4_address", resolve)
-    return checked
-
-
 async def test_a_record_naming_another_node_is_ignored_and_said_once(
-    tmp_path: Path, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, autojump_clock: object, banners: list[Endpoint]
 ) -> None:
-    checked = confirm_all(monkeypatch)
+    checked = banners  # every banner check answers; the endpoints checked are recorded
     jobs = jobs_dir(tmp_path)
     write_record(tmp_path, "42", node="c9")
     job = Job(job_id="42", profile="cpu", state=JobState.RUNNING, node="c1")
@@ -256,11 +242,10 @@ async def test_a_record_naming_another_node_is_ignored_and_said_once(
 
 
 async def test_a_multi_node_jobs_record_from_its_first_node_is_used(
-    tmp_path: Path, autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, autojump_clock: object, banners: list[Endpoint]
 ) -> None:
     """squeue names a multi-node job's nodes as a hostlist ("c[1-2]"); the hook, the batch
     script, runs on the first of them and records that node."""
-    confirm_all(monkeypatch)
     write_record(jobs_dir(tmp_path).parent, "42", node="c01")
     job = Job(job_id="42", profile="cpu", state=JobState.RUNNING, node="c[01-02],gpu7")
     job.leases.add("L-1")
