@@ -27,7 +27,7 @@ if [ -n "$config" ]; then
 fi
 as_user islurmctl ssh-config --local | as_user tee "$home/.ssh/islurm_config" >/dev/null
 as_user chmod 600 "$home/.ssh/islurm_config"
-# The same hosts without a relay (ssh takes the socket from the shim: ProxyUseFdpass).
-as_user islurmctl ssh-config --local --no-relay | as_user tee "$home/.ssh/islurm_fdpass_config" >/dev/null
-as_user chmod 600 "$home/.ssh/islurm_fdpass_config"
+# The same hosts with the shim relaying the bytes (`--relay`; by default ssh takes the socket).
+as_user islurmctl ssh-config --local --relay | as_user tee "$home/.ssh/islurm_relay_config" >/dev/null
+as_user chmod 600 "$home/.ssh/islurm_relay_config"
 echo "$home/.ssh/islurm_config"

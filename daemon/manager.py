@@ -15,7 +15,8 @@ import trio
 
 from islurm.config.images import image_key
 from islurm.config.settings import Profile, Settings
-from islurm.daemon import progress
+from islurm.daemon import direct, progress
+from islurm.daemon.direct import SshClient
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.jobcontrol import JobControl, Notify
 from islurm.daemon.jobs import Job, JobTable
@@ -42,7 +43,8 @@ class Lease:
     image: str | None = None  # the image asked for ("" = none); None: the profile's own
     job_id: str | None = None
     submitted: bool = False
-    direct: bool = False  # ssh takes the socket (ProxyUseFdpass): this lease ends at once
+    direct: bool = False  # ssh takes the socket (ProxyUseFdpass)
+    client: SshClient | None = None  # that ssh, pinned: it holds the lease once handed over
 
 
 class SessionManager:
@@ -142,6 +144,35 @@ class SessionManager:
         lease = self.leases.pop(lease_id, None)
         if lease is not None:
             self._unbind(lease)
+            if lease.client is not None:
+                lease.client.close()
+                lease.client = None
+
+    def handed(self, lease_id: str) -> bool:
+        """The shim gave its connection to ssh and leaves: the lease is held by that ssh
+        from now on (False: nothing to hold by, the lease ends with the shim's connection)."""
+        lease = self.leases.get(lease_id)
+        job = self.table.get(lease.job_id) if lease and lease.job_id else None
+        if lease is None or lease.client is None or job is None or self._probes is None:
+            return False
+        self._probes.start_soon(self._hold_direct, lease, lease.client, job)
+        return True
+
+    async def _hold_direct(self, lease: Lease, client: SshClient, job: Job) -> None:
+        endpoint = job.endpoint
+        log.info("session.handed", job_id=job.job_id, lease=lease.id, ssh_pid=client.pid)
+        try:
+            ended = await direct.hold(
+                client,
+                live=lambda: job.live,
+                changed=job.wait_changed,
+                stands=lambda: endpoint is not None and record_stands(job, endpoint, self.records),
+                kick=self.watcher.kick,
+            )
+            if ended:
+                client.tell(await self._end_text(job))
+        finally:
+            self.release(lease.id)
 
     # -- acquire ----------------------------------------------------------------------------
     async def acquire(
@@ -179,8 +210,8 @@ class SessionManager:
             # Before "ready": a client may hang up as soon as it hears that.
             with trio.CancelScope(shield=True):
                 await on_ready(job)
-        if lease.direct:
-            job.direct_possible = True  # idle reaping asks the job for its sessions
+        if lease.direct and lease.client is None:
+            job.direct_possible = True  # no ssh to hold by: idle reaping asks the job
         notify("session.ready", progress.ready(job, ep, lease.id))
         await self._hold(lease, job, notify)
 
@@ -200,6 +231,11 @@ class SessionManager:
     async def _hold(self, lease: Lease, job: Job, notify: Notify) -> None:
         while job.live:
             await job.wait_changed()
+        why = await self._end_text(job)
+        notify("session.ended", progress.ended(job.job_id, job.state.value, why))
+
+    async def _end_text(self, job: Job) -> str:
+        """Why an ended job's sessions are over."""
         # COMPLETING says only that the job is ending; the user wants to know why (cancelled,
         # timed out, node failure): look again briefly for the final state.
         with trio.move_on_after(FINAL_STATE_WAIT):
@@ -207,8 +243,7 @@ class SessionManager:
                 self.watcher.kick()
                 with trio.move_on_after(0.5):
                     await job.wait_changed()
-        why = f"job {job.job_id} ({job.profile}) {job.state.describe_end()}; the session is over"
-        notify("session.ended", progress.ended(job.job_id, job.state.value, why))
+        return f"job {job.job_id} ({job.profile}) {job.state.describe_end()}; the session is over"
 
     def report_unreachable(self, job_id: str, host: str, port: int) -> None:
         """A shim could not connect to the endpoint it was given: never hand it out again."""

@@ -240,11 +240,16 @@ def main(argv: list[str] | None = None) -> int:
             opts.socket, opts.profile, opts.timeout, opts.image, opts.fdpass
         )
         if opts.fdpass:
-            # ssh takes the socket; we exit. The job itself reports its sessions to islurmd
-            # (idle reaping counts them) and tells their terminals why it ends.
+            # ssh takes the socket and we exit: islurmd holds the lease by ssh's pid from now
+            # on and tells ssh's stderr if the job ends under the session.
             from islurm.proxyshim import node as node_
 
             node_.hand_over(node)
+            try:
+                conn.send("session.handed", {"lease": ready.lease})
+            except OSError:  # islurmd went away: the job's own session count keeps it
+                conn.close()
+                return EXIT_OK
             conn.close()
             return EXIT_OK
         lease = leases.Lease(conn, opts.socket, ready.job_id, opts.profile)

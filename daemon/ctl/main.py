@@ -169,7 +169,7 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
     known = args.known_hosts or os.path.join(paths.config_dir(), "known_hosts")
     if args.local:
         sessions.ensure_known_hosts(known)  # where the login node's ssh will read it
-        proxy = ProxySpec(login=None, local_command=_local_shim_command(), fdpass=args.no_relay)
+        proxy = ProxySpec(login=None, local_command=_local_shim_command(), fdpass=not args.relay)
     else:
         proxy = ProxySpec(login=args.login)
     images = sorted(settings.containers.images) if args.images else []
@@ -234,10 +234,10 @@ def _parser() -> argparse.ArgumentParser:
         help="config for use on the login node itself (runs the shim directly)",
     )
     s.add_argument(
-        "--no-relay",
+        "--relay",
         action="store_true",
-        help="with --local: the shim hands the connected socket to ssh and exits "
-        "(ProxyUseFdpass; no relay process; experimental)",
+        help="with --local: the shim stays and carries the bytes (by default it hands the "
+        "connected socket to ssh and exits: ProxyUseFdpass, no process in the byte path)",
     )
     s.add_argument("--user", help="cluster user name, if different from the laptop's")
     s.add_argument("--known-hosts", help="known_hosts file the config points at")

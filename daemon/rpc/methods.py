@@ -12,8 +12,8 @@ import structlog
 from jsonrpcserver import Error, InvalidParams, Result, Success, dispatch
 
 from islurm.config import protocol as proto
+from islurm.daemon import direct, version
 from islurm.daemon import gpuswap as swap
-from islurm.daemon import version
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.manager import SessionManager
 from islurm.daemon.rpc.server import Connection, deserialize
@@ -119,9 +119,25 @@ def build_methods(
             manager.report_unreachable(*_endpoint("unreachable", unreachable))
         lease = manager.new_lease(name, wanted)
         lease.direct = fdpass is True
+        if lease.direct:
+            try:  # pinned now, while the shim waits: it will hold the lease once handed over
+                lease.client = direct.client_of(ctx.pid)
+            except direct.NoClient as exc:
+                log.info("session.unpinned", lease=lease.id, error=str(exc))
         ctx.leases.add(lease.id)
         ctx.after_reply(functools.partial(manager.acquire, lease, ctx.notify, limit))
         return Success({"lease": lease.id, "profile": name})
+
+    def handed(ctx: Connection, lease: object) -> Result:
+        """The shim gave the connected socket to ssh (ProxyUseFdpass) and is leaving: the
+        lease stays while that ssh runs (docs/PROTOCOL.md §2)."""
+        lid = _str("lease", lease, max_len=64)
+        if lid not in ctx.leases:
+            raise RpcFault(Code.NOT_FOUND, f"no lease {lid} on this connection")
+        held = manager.handed(lid)
+        if held:
+            ctx.leases.discard(lid)
+        return Success({"lease": lid, "held": held})
 
     def attach(ctx: Connection, job_id: object, profile: object, protocol: object = None) -> Result:
         _protocol(protocol)
@@ -209,6 +225,7 @@ def build_methods(
     raw: dict[str, Method] = {
         "session.acquire": acquire,
         "session.attach": attach,
+        "session.handed": handed,
         "session.check": check,
         "session.gpuswap": gpuswap,
         "session.list": list_,

@@ -139,13 +139,14 @@ class User:
 
     @property
     def ssh_config(self) -> str:
-        """The login node's config (`ssh-config --local`: the shim relays the bytes)."""
+        """The login node's config (`ssh-config --local`: ssh takes the socket from the shim,
+        ProxyUseFdpass)."""
         return f"{self.home}/.ssh/islurm_config"
 
     @property
-    def fdpass_config(self) -> str:
-        """The same hosts without a relay (`ssh-config --local --no-relay`)."""
-        return f"{self.home}/.ssh/islurm_fdpass_config"
+    def relay_config(self) -> str:
+        """The same hosts with the shim relaying the bytes (`ssh-config --local --relay`)."""
+        return f"{self.home}/.ssh/islurm_relay_config"
 
     def argv(self, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
         base = {

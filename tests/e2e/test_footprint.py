@@ -3,6 +3,9 @@ daemon when unused. Behaviour only; the costs are measured by `make bench`."""
 
 from __future__ import annotations
 
+import json
+import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -34,11 +37,9 @@ def _islurm_processes(user: User) -> list[str]:
 
 
 def test_a_login_node_session_has_no_relay(user: User) -> None:
-    config = Path(user.fdpass_config).read_text()
+    config = Path(user.ssh_config).read_text()  # what `ssh-config --local` writes by default
     assert "ProxyUseFdpass yes" in config and "--fdpass" in config
-    argv = user.ssh_argv(
-        "slurm-cpu", "echo open; head -c 5 >/dev/null; echo done", config=user.fdpass_config
-    )
+    argv = user.ssh_argv("slurm-cpu", "echo open; head -c 5 >/dev/null; echo done")
     with user.popen(argv, stdout=-1, stderr=-1, stdin=-1) as proc:
         assert proc.stdout is not None and proc.stdin is not None
         assert proc.stdout.readline() == b"open\n"
@@ -48,6 +49,79 @@ def test_a_login_node_session_has_no_relay(user: User) -> None:
         assert proc.stdout.readline() == b"done\n"
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+GRACE = """\
+[daemon]
+poll_busy = 0.25
+
+[profiles.short]
+sbatch = ["--partition=interactive", "--cpus-per-task=1", "--mem=256M", "--time=00:20:00"]
+idle_grace = "5s"
+"""
+
+
+def _reaped(user: User) -> list[str]:
+    log = Path(f"{user.home}/.local/state/islurm/log/islurmd.log").read_text()
+    return [json.loads(ln)["job_id"] for ln in log.splitlines() if '"job.idle_reaped"' in ln]
+
+
+def test_a_session_without_relay_holds_its_job_past_the_grace_and_frees_it_after(
+    user: User, tmp_path: Path
+) -> None:
+    user.stop_daemon()
+    user.prepare(GRACE, tmp_path)
+    argv = user.ssh_argv("slurm-short", "echo open; read line; echo bye")
+    with user.popen(argv, stdout=-1, stderr=-1, stdin=-1) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline() == b"open\n"
+        assert _islurm_processes(user) == []
+        job_id = user.live_jobs()[0]["job_id"]
+        time.sleep(12)  # more than twice the grace, idle but connected
+        assert [j["job_id"] for j in user.live_jobs()] == [job_id]
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+        assert proc.stdout.readline() == b"bye\n"
+        proc.wait(timeout=30)
+        ended = time.monotonic()
+    deadline = ended + 30
+    while user.live_jobs():
+        assert time.monotonic() < deadline, "the job was not reaped after the session ended"
+        time.sleep(0.5)
+    assert time.monotonic() - ended > 3.0  # the grace counted from the disconnect
+    assert _reaped(user) == [job_id]
+
+
+def test_a_job_cancelled_under_a_session_without_relay_is_told_on_its_terminal(
+    user: User,
+) -> None:
+    master, slave = os.openpty()  # ssh's stderr is the user's terminal
+    os.fchown(slave, user.uid, -1)
+    try:
+        argv = user.ssh_argv("slurm-cpu", "echo open; sleep 300")
+        with user.popen(argv, stdout=-1, stderr=slave, stdin=-3) as proc:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"open\n"
+            assert _islurm_processes(user) == []
+            job_id = user.live_jobs()[0]["job_id"]
+            subprocess.run(["scancel", job_id], check=True)
+            proc.wait(timeout=60)
+            said = _read_until(master, f"job {job_id} (cpu) was cancelled".encode(), 20)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode != 0
+    assert f"islurm: job {job_id} (cpu) was cancelled" in said, said
+
+
+def _read_until(fd: int, wanted: bytes, timeout: float) -> str:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            seen += os.read(fd, 4096)
+    return seen.decode(errors="replace")
 
 
 def _wrap_slurm(user: User, where: Path) -> tuple[str, Path]:

@@ -104,7 +104,8 @@ def test_controller_outage_during_connect_is_reported_and_survived(
 
 
 def test_outside_scancel_ends_the_session_with_a_message(user: User) -> None:
-    argv = user.ssh_argv("slurm-cpu", "echo open; sleep 300")
+    # The relay says it (exit 6); a session without one: test_footprint.py.
+    argv = user.ssh_argv("slurm-cpu", "echo open; sleep 300", config=user.relay_config)
     with user.popen(argv, stdout=-1, stderr=-1, stdin=-3) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"open\n"
