@@ -3,10 +3,10 @@ by the ssh process itself, and the user is told on ssh's stderr why the job ende
 
 At `session.acquire` with ``fdpass`` the shim is alive and its parent is the ssh that runs it
 (ssh execs the ProxyCommand): a pidfd pins that ssh (no pid-reuse race: the parent is read
-again after the pidfd is open), and ssh's stderr (the shim's fd 2: the user's terminal, or an
-editor's log) is opened for one line at the end. When the shim says `session.handed` and exits,
-the lease stays bound to the job until the pidfd says ssh exited: idle reaping never cancels a
-job someone is connected to, and no process of ours stays in the byte path."""
+again after the pidfd is open), and ssh's stderr (the shim's fd 2) is kept if it is a terminal.
+When the shim says `session.handed` and exits, the lease stays bound to the job until the pidfd
+says ssh exited: idle reaping never cancels a job someone is connected to, and no process of
+ours stays in the byte path."""
 
 from __future__ import annotations
 
