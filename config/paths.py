@@ -65,6 +65,11 @@ def log_dir(state: str | None = None) -> str:
     return os.path.join(state or state_dir(), "log")
 
 
+def direct_ledger(state: str | None = None) -> str:
+    """islurmd's list of sessions handed to ssh (daemon/direct.py), for the next islurmd."""
+    return os.path.join(state or state_dir(), "direct.json")
+
+
 def ensure_state_dirs(state: str | None = None) -> str:
     """The state dir and its jobs and log dirs, each created 0700 and verified the user's own
     (UnsafeDirError otherwise). Returns the state dir."""

@@ -17,6 +17,7 @@ from islurm.config import paths
 from islurm.config.protocol import PROTOCOL
 from islurm.config.settings import ConfigError, Settings, load_settings
 from islurm.daemon import version
+from islurm.daemon.handed import HandedSessions, Ledger
 from islurm.daemon.jobcontrol import HookSetup, JobControl
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.manager import SessionManager
@@ -76,11 +77,15 @@ class Daemon:
             ),
         )
         self.manager = SessionManager(
-            lambda: self.settings, self.table, self.records, self.watcher, self.jobs
+            lambda: self.settings,
+            self.table,
+            self.records,
+            self.watcher,
+            self.jobs,
         )
-        self.server = RpcServer(
-            make_dispatch(build_methods(self.manager, self.status, self.reload)), self._closed
-        )
+        self.handed = HandedSessions(self.manager, Ledger(paths.direct_ledger(opts.state_dir)))
+        methods = build_methods(self.manager, self.status, self.reload, self.handed)
+        self.server = RpcServer(make_dispatch(methods), self._closed)
         #: called once the daemon no longer serves (islurmd frees its lock and socket file
         #: there, so the next daemon can start while this one says goodbye)
         self.on_stopped_serving: Callable[[], None] | None = None
@@ -223,6 +228,7 @@ class Daemon:
                 mode=self.opts.mode,
             )
             await nursery.start(self._watch)
+            nursery.start_soon(self.handed.restore)
             nursery.start_soon(self._exit_when_unused, nursery)
             await nursery.start(self.updates.run)
             task_status.started()

@@ -38,6 +38,7 @@ class SshClient:
     pid: int
     pidfd: int
     errfd: int | None  # ssh's stderr when it is a terminal (else reopened while ssh runs)
+    start: str = ""  # its start time (/proc/PID/stat), which a restarted islurmd checks
 
     def close(self) -> None:
         for fd in (self.pidfd, self.errfd):
@@ -107,14 +108,54 @@ def client_of(shim_pid: int, proc: str = "/proc") -> SshClient:
     if again != ppid or owner != os.getuid():
         os.close(pidfd)
         raise NoClient(f"the parent of pid {shim_pid} changed or is another user's")
+    return SshClient(
+        pid=ppid,
+        pidfd=pidfd,
+        errfd=_terminal(f"{proc}/{shim_pid}/fd/2"),
+        start=_start_time(ppid, proc),
+    )
+
+
+def _terminal(path: str) -> int | None:
+    """The stderr at `path` opened for writing if it is a terminal (a pipe's reader would wait
+    for our end to close: it is reopened only to say something while ssh runs)."""
     try:
-        errfd: int | None = os.open(f"{proc}/{shim_pid}/fd/2", ERR_FLAGS)
+        fd = os.open(path, ERR_FLAGS)
     except OSError:
-        errfd = None  # a socket or a closed stderr: the session ends without our word
-    if errfd is not None and not os.isatty(errfd):
-        os.close(errfd)  # a pipe's reader would wait for our end to close: reopened if needed
-        errfd = None
-    return SshClient(pid=ppid, pidfd=pidfd, errfd=errfd)
+        return None  # a socket or a closed stderr: the session ends without our word
+    if not os.isatty(fd):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _start_time(pid: int, proc: str = "/proc") -> str:
+    """Field 22 of /proc/PID/stat (after the parenthesised name, which may hold spaces)."""
+    try:
+        with open(f"{proc}/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def repin(pid: int, start: str, proc: str = "/proc") -> SshClient | None:
+    """A restarted islurmd takes back the ssh a session was handed to, if it is still that
+    process (same start time) and ours; None otherwise."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    client = SshClient(pid=pid, pidfd=pidfd, errfd=None, start=start)
+    try:
+        _, owner = _parent(pid, proc)
+        same = bool(start) and _start_time(pid, proc) == start and owner == os.getuid()
+    except (OSError, KeyError, ValueError):
+        same = False
+    if not same or not client.running():
+        client.close()
+        return None
+    client.errfd = _terminal(f"{proc}/{pid}/fd/2")
+    return client
 
 
 #: after ssh left with the job's record still standing: how long the hook may take to remove

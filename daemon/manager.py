@@ -15,7 +15,7 @@ import trio
 
 from islurm.config.images import image_key
 from islurm.config.settings import Profile, Settings
-from islurm.daemon import direct, progress
+from islurm.daemon import progress
 from islurm.daemon.direct import SshClient
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.jobcontrol import JobControl, Notify
@@ -127,7 +127,7 @@ class SessionManager:
         self.leases[lease.id] = lease
         return lease
 
-    def _bind(self, lease: Lease, job: Job) -> None:
+    def bind(self, lease: Lease, job: Job) -> None:
         if lease.job_id == job.job_id:
             return
         self._unbind(lease)
@@ -148,31 +148,12 @@ class SessionManager:
                 lease.client.close()
                 lease.client = None
 
-    def handed(self, lease_id: str) -> bool:
-        """The shim gave its connection to ssh and leaves: the lease is held by that ssh
-        from now on (False: nothing to hold by, the lease ends with the shim's connection)."""
-        lease = self.leases.get(lease_id)
-        job = self.table.get(lease.job_id) if lease and lease.job_id else None
-        if lease is None or lease.client is None or job is None or self._probes is None:
+    def spawn(self, work: Callable[..., Awaitable[None]], *args: object) -> bool:
+        """Run `work` beside the probes while the daemon serves (False if it does not)."""
+        if self._probes is None:
             return False
-        self._probes.start_soon(self._hold_direct, lease, lease.client, job)
+        self._probes.start_soon(work, *args)
         return True
-
-    async def _hold_direct(self, lease: Lease, client: SshClient, job: Job) -> None:
-        endpoint = job.endpoint
-        log.info("session.handed", job_id=job.job_id, lease=lease.id, ssh_pid=client.pid)
-        try:
-            ended = await direct.hold(
-                client,
-                live=lambda: job.live,
-                changed=job.wait_changed,
-                stands=lambda: endpoint is not None and record_stands(job, endpoint, self.records),
-                kick=self.watcher.kick,
-            )
-            if ended:
-                client.tell(await self._end_text(job))
-        finally:
-            self.release(lease.id)
 
     # -- acquire ----------------------------------------------------------------------------
     async def acquire(
@@ -225,16 +206,16 @@ class SessionManager:
                 "session.ended", progress.ended(job_id, state, f"job {job_id} is no longer running")
             )
             return
-        self._bind(lease, job)
+        self.bind(lease, job)
         await self._hold(lease, job, notify)
 
     async def _hold(self, lease: Lease, job: Job, notify: Notify) -> None:
         while job.live:
             await job.wait_changed()
-        why = await self._end_text(job)
+        why = await self.end_text(job)
         notify("session.ended", progress.ended(job.job_id, job.state.value, why))
 
-    async def _end_text(self, job: Job) -> str:
+    async def end_text(self, job: Job) -> str:
         """Why an ended job's sessions are over."""
         # COMPLETING says only that the job is ending; the user wants to know why (cancelled,
         # timed out, node failure): look again briefly for the final state.
@@ -262,7 +243,7 @@ class SessionManager:
         kicked = False  # a ready job needs no Slurm call; one that makes us wait does
         while True:
             job = await self._job_for(lease, profile, notify, extra)
-            self._bind(lease, job)
+            self.bind(lease, job)
             endpoint = job.endpoint
             if endpoint is not None:
                 # The record is read every time (a stat and a small read): the hook removes it

@@ -15,6 +15,7 @@ from islurm.config import protocol as proto
 from islurm.daemon import direct, version
 from islurm.daemon import gpuswap as swap
 from islurm.daemon.errors import Code, RpcFault
+from islurm.daemon.handed import HandedSessions, Ledger
 from islurm.daemon.manager import SessionManager
 from islurm.daemon.rpc.server import Connection, deserialize
 
@@ -92,7 +93,10 @@ def build_methods(
     manager: SessionManager,
     status: Callable[[], dict[str, Any]],
     reload: Callable[[], str | None] = lambda: "reload is not supported here",
+    handover: HandedSessions | None = None,
 ) -> dict[str, Method]:
+    handover = handover or HandedSessions(manager, Ledger(os.devnull))
+
     def acquire(
         ctx: Connection,
         profile: object,
@@ -134,7 +138,7 @@ def build_methods(
         lid = _str("lease", lease, max_len=64)
         if lid not in ctx.leases:
             raise RpcFault(Code.NOT_FOUND, f"no lease {lid} on this connection")
-        held = manager.handed(lid)
+        held = handover.handed(lid)
         if held:
             ctx.leases.discard(lid)
         return Success({"lease": lid, "held": held})

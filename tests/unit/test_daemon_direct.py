@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from islurm.config import records
 from islurm.daemon import direct
 from islurm.daemon.direct import NoClient, SshClient, client_of
 from tests.unit.fakes import FakeSlurm, job_of, live_daemon, rows, running_line, write_record
@@ -212,9 +213,9 @@ async def test_a_handed_session_holds_its_job_past_the_grace_until_ssh_exits(
         write_record(state, "4242")
         job = job_of(d.table, "4242")
         lease = d.manager.new_lease("cpu")
-        d.manager._bind(lease, job)
+        d.manager.bind(lease, job)
         lease.client = pinned(ssh)
-        assert d.manager.handed(lease.id)
+        assert d.handed.handed(lease.id)
         await trio.sleep(3)  # three times the grace: ssh still runs
         assert reaped == [] and job.leases == {lease.id}
         ssh.kill()
@@ -222,3 +223,33 @@ async def test_a_handed_session_holds_its_job_past_the_grace_until_ssh_exits(
             while not reaped:
                 await trio.sleep(0.1)
         assert lease.id not in d.manager.leases and lease.client is None
+
+
+async def test_a_restarted_daemon_takes_back_the_sessions_its_ssh_still_runs(
+    tmp_path: Path, ssh: subprocess.Popen[bytes]
+) -> None:
+    slurm = FakeSlurm().always("query", rows(running_line("4242")))
+    async with live_daemon(tmp_path, slurm, '[defaults]\nidle_grace = "1s"\n') as (d, state, _):
+        write_record(state, "4242")
+        start = direct._start_time(ssh.pid)
+        assert start
+        entries = [
+            {"job_id": "4242", "profile": "cpu", "pid": ssh.pid, "start": start},
+            {"job_id": "4242", "profile": "cpu", "pid": ssh.pid, "start": "1"},  # pid reused
+            {"job_id": "9999", "profile": "cpu", "pid": ssh.pid, "start": start},  # job gone
+            {"job_id": "4242", "pid": "not a pid"},
+        ]
+        records.write_json(d.handed.ledger.path, {"sessions": entries})
+        assert Path(d.handed.ledger.path).parent == state
+        assert await d.handed.restore() == 1
+        job = job_of(d.table, "4242")
+        assert len(job.leases) == 1
+        kept = records.read_json(d.handed.ledger.path)
+        assert kept == {"sessions": [entries[0]]}
+        await trio.sleep(3)
+        assert len(job.leases) == 1  # held past the grace by the restored ssh
+        ssh.kill()
+        with trio.fail_after(10):
+            while job.leases:
+                await trio.sleep(0.1)
+        assert records.read_json(d.handed.ledger.path) == {"sessions": []}
