@@ -368,11 +368,15 @@ def _layer(raw: dict[str, Any], r: _Reader, base: Settings) -> Settings:
     )
 
 
+def _base() -> Settings:
+    empty = Settings(path="(built-in)", daemon=DaemonSettings(), update=UpdateSettings())
+    return _layer(_builtin(), _Reader("(built-in defaults.toml)", ""), empty)
+
+
 def load_settings(path: str | None) -> Settings:
     """Built-in defaults, overlaid by the file at `path` if it exists."""
-    empty = Settings(path="(built-in)", daemon=DaemonSettings(), update=UpdateSettings())
-    base = _layer(_builtin(), _Reader("(built-in defaults.toml)", ""), empty)
     if path is None or not Path(path).exists():
+        base = _base()
         return Settings(
             path or "(built-in)",
             base.daemon,
@@ -385,9 +389,15 @@ def load_settings(path: str | None) -> Settings:
         text = Path(path).read_text("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(path, None, "(encoding)", f"the file is not UTF-8: {exc}") from None
+    return parse_settings(text, path)
+
+
+def parse_settings(text: str, path: str) -> Settings:
+    """The settings `text` (a config.toml's content, named `path` in errors) lays over the
+    built-in defaults."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise ConfigError(path, int(m.group(1)) if m else None, "(syntax)", str(exc)) from None
-    return _layer(raw, _Reader(path, text), base)
+    return _layer(raw, _Reader(path, text), _base())

@@ -29,23 +29,22 @@ class Change:
         return self.old() != self.new
 
 
+def diff_text(name: str, old: str | None, new: str | None) -> str:
+    """A unified diff of one file's text (None: the file does not exist)."""
+    if old == new:
+        return ""
+    lines = difflib.unified_diff(
+        (old or "").splitlines(keepends=True),
+        (new or "").splitlines(keepends=True),
+        "/dev/null" if old is None else name,
+        "/dev/null" if new is None else name,
+    )
+    return "".join(ln if ln.endswith("\n") else ln + "\n" for ln in lines)
+
+
 def diff(changes: list[Change]) -> str:
     """A unified diff of the changes that are needed (empty: nothing to do)."""
-    out = []
-    for c in changes:
-        old = c.old()
-        if old == c.new:
-            continue
-        a = "/dev/null" if old is None else str(c.path)
-        b = "/dev/null" if c.new is None else str(c.path)
-        lines = difflib.unified_diff(
-            (old or "").splitlines(keepends=True),
-            (c.new or "").splitlines(keepends=True),
-            a,
-            b,
-        )
-        out.append("".join(ln if ln.endswith("\n") else ln + "\n" for ln in lines))
-    return "".join(out)
+    return "".join(diff_text(str(c.path), c.old(), c.new) for c in changes)
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:

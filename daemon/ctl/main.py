@@ -18,6 +18,7 @@ from islurm.daemon.ctl import (
     common,
     doctor,
     laptop,
+    purge,
     service,
     sessions,
     setup,
@@ -255,6 +256,7 @@ def _parser() -> argparse.ArgumentParser:
     service.register(sub)
     setup.register(sub)
     uninstall.register(sub)
+    purge.register(sub)
     update.register(sub)
     h = sub.add_parser("help", help="show help for a command")
     h.add_argument("topic", nargs="?")

@@ -5,12 +5,17 @@ it). It prints one JSON object on stdout; pip's chatter goes to stderr.
 
   probe [--add-key LINE]      versions and what exists; append LINE to authorized_keys once
   install SHA256 [--offline]  read files (name, size, bytes) from stdin, install into the venv
-  uninstall [--remove-key LINE] [--remove-ca]
+  write-config SHA256|- [--remove]
+                              config.toml := stdin (or removed) if it still has SHA256
+  uninstall [--remove-key LINE] [--remove-ca] [--config-created]
+                              `islurmctl purge` (daemon, jobs, units, islurm's own files),
+                              then the venv and our public key
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import shutil
@@ -28,10 +33,20 @@ MIN_PYTHON = (3, 11)
 
 def _read(path: str) -> str | None:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8", newline="") as f:
             return f.read()
     except OSError:
         return None
+
+
+def config_file() -> str:
+    """islurm's config.toml as config/paths.py finds it (this file cannot import it)."""
+    explicit = os.environ.get("ISLURM_CONFIG")
+    if explicit:
+        return explicit
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "islurm", "config.toml")
 
 
 def installed_version() -> str | None:
@@ -73,6 +88,8 @@ def probe(args: list[str]) -> dict[str, Any]:
         "installed": installed_version(),
         "wheel_sha256": (_read(MARK) or "").strip() or None,
         "ca_exists": os.path.isdir(CA),
+        "config_path": config_file(),
+        "config": _read(config_file()),
         "key_added": False,
         "user": getpass.getuser(),
     }
@@ -125,27 +142,55 @@ def install(args: list[str]) -> dict[str, Any]:
     return {"installed": installed_version()}
 
 
+def write_config(args: list[str]) -> dict[str, Any]:
+    """Replace config.toml with stdin's text only if it is still what setup read (SHA256 of
+    its bytes; "-": it did not exist), so an edit made meanwhile is never lost."""
+    path, text = config_file(), sys.stdin.buffer.read()
+    current = _read(path)
+    have = "-" if current is None else hashlib.sha256(current.encode("utf-8")).hexdigest()
+    if have != args[0]:
+        raise SystemExit(path + " changed while setup ran: run setup again")
+    if "--remove" in args:
+        if current is not None:
+            os.unlink(path)
+        return {"written": current is not None}
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = path + ".islurm-setup.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(text)
+    if current is not None:
+        os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    os.replace(tmp, path)
+    return {"written": True}
+
+
 def uninstall(args: list[str]) -> dict[str, Any]:
-    out = {"units": False, "venv": False, "key_removed": False, "ca_removed": False}
+    out: dict[str, Any] = {"venv": False, "key_removed": False, "purge": None}
     ctl = os.path.join(VENV, "bin", "islurmctl")
     if os.path.exists(ctl):
-        r = subprocess.run([ctl, "service", "uninstall"], stdout=sys.stderr, stderr=sys.stderr)
-        out["units"] = r.returncode == 0
+        flags = [f for f in ("--remove-ca", "--config-created") if f in args]
+        r = subprocess.run([ctl, "purge", "--json", *flags], stdout=subprocess.PIPE)
+        if r.returncode != 0:
+            raise SystemExit("`islurmctl purge` failed on the login node: nothing else removed")
+        out["purge"] = json.loads(r.stdout.decode())
     top = os.path.dirname(VENV)
     if os.path.isdir(top):
         shutil.rmtree(top)
         out["venv"] = True
     if "--remove-key" in args:
         out["key_removed"] = remove_key(args[args.index("--remove-key") + 1])
-    if "--remove-ca" in args and os.path.isdir(CA):
-        shutil.rmtree(CA)
-        out["ca_removed"] = True
     return out
 
 
 def main(argv: list[str]) -> None:
     os.chdir(os.path.expanduser("~"))
-    actions = {"probe": probe, "install": install, "uninstall": uninstall}
+    actions = {
+        "probe": probe,
+        "install": install,
+        "write-config": write_config,
+        "uninstall": uninstall,
+    }
     result = actions[argv[0]](argv[1:])
     sys.stdout.write(json.dumps(result) + "\n")
 

@@ -18,7 +18,7 @@ from typing import Any
 from islurm.config import editors, sshsetup
 from islurm.config.jsonc import JsoncError
 from islurm.config.text import terminal_safe
-from islurm.daemon.ctl import laptop, remote_agent
+from islurm.daemon.ctl import laptop, remote_agent, setup_container
 from islurm.daemon.ctl.common import Fail
 from islurm.daemon.ctl.exits import Exit
 from islurm.daemon.ctl.laptopssh import Login, SshError, connect, keygen, resolve
@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--login", help="the login node as your ssh reaches it (a host or alias)")
     p.add_argument("--user", help="your user name on the cluster, if not your ssh default")
     p.add_argument("--profiles", help="comma-separated profiles (default: cpu,gpu if defined)")
+    p.add_argument(
+        "--container",
+        metavar="IMAGE",
+        help="the image the profiles' sessions run in (a path, docker://..., or a name from "
+        '[containers.images]); "" for none; kept in the login node\'s config.toml',
+    )
     p.add_argument("--dry-run", action="store_true", help="print the changes, touch nothing")
     p.add_argument("--wheel", help="install this islurm wheel remotely (default: repack ours)")
     p.add_argument(
@@ -83,13 +89,16 @@ def cmd_setup(args: argparse.Namespace) -> int:
             f"this laptop is set up for {laptop.target_of(state).destination}: "
             "run `islurmctl uninstall` first",
         )
+    image = setup_container.choose(args.container, state.get("container"), _ask)
     try:
-        return _setup(args, target, state)
+        return _setup(args, target, state, image)
     except SshError as exc:
         raise Fail(Exit.ERROR, str(exc)) from None
 
 
-def _setup(args: argparse.Namespace, target: sshsetup.Target, state: dict[str, Any]) -> int:
+def _setup(
+    args: argparse.Namespace, target: sshsetup.Target, state: dict[str, Any], image: str | None
+) -> int:
     dry = args.dry_run
     key = laptop.key_path()
     key_created = bool(state.get("key_created"))
@@ -119,6 +128,7 @@ def _setup(args: argparse.Namespace, target: sshsetup.Target, state: dict[str, A
     installed = _install(args, login, info, dry)
     remote = _remote_facts(login, target, installed, args, dry)
     remote["user"] = info["user"]
+    config_created = _remote_config(args, login, info, remote["profiles"], image, state)
     if not dry:
         _service_and_doctor(login)
 
@@ -127,6 +137,8 @@ def _setup(args: argparse.Namespace, target: sshsetup.Target, state: dict[str, A
         print(diff(changes) or "setup: the laptop's files are right already", end="")
         return 0
     record.update(
+        container=image,
+        remote_config_created=config_created,
         key_created=key_created,
         remote_key_added=bool(state.get("remote_key_added") or info["key_added"]),
         remote_ca_created=bool(state.get("remote_ca_created") or not info["ca_exists"]),
@@ -189,6 +201,34 @@ def _remote_facts(
         raise Fail(Exit.NOT_FOUND, f"unknown profile(s) on {target.login}: {', '.join(unknown)}")
     timeout = max(float(available[p].get("connect_timeout", 1800)) for p in wanted)
     return {"known_hosts": line, "profiles": wanted, "timeout": timeout}
+
+
+def _remote_config(
+    args: argparse.Namespace,
+    login: Login,
+    info: dict[str, Any],
+    profiles: list[str],
+    image: str | None,
+    state: dict[str, Any],
+) -> bool:
+    """The image in the login node's config.toml (a diff in a dry run); whether setup created
+    that file (uninstall removes it then, when nothing else is in it)."""
+    created = bool(state.get("remote_config_created")) or (info["config"] is None and bool(image))
+    new = setup_container.new_config(info, profiles, image, created)
+    if new == info["config"]:
+        return created and new is not None
+    if args.dry_run:
+        print(setup_container.show(info, new), end="")
+        return created
+    flags = ["--remove"] if new is None else []
+    sha = setup_container.sha256(info["config"])
+    login.json(agent(args.remote_python, "write-config", sha, *flags), (new or "").encode())
+    say(f"{'removed' if new is None else 'wrote'} {info['config_path']} on the login node")
+    try:
+        login.run([sshsetup.REMOTE_CTL, "reload"])
+    except SshError as exc:
+        say(f"islurmd did not reload its config: {exc.stderr or exc}")
+    return created and new is not None
 
 
 def _service_and_doctor(login: Login) -> None:

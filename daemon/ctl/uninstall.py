@@ -2,8 +2,9 @@
 
 The user's files (~/.ssh/config, editors' settings.json) go back to their backup when nobody
 changed them since setup (byte-identical); when someone did, only our lines and keys are taken
-out. Then our key (if setup made it), our directory, and with --remote the login node's venv,
-units, the public key setup added and the CA if setup created it."""
+out. Then our key (if setup made it), our directory, and with --remote everything of islurm's
+on the login node (`islurmctl purge` there: jobs, daemon, units, state, sockets, image cache,
+setup's lines in config.toml, the CA if setup created it), the venv and our public key."""
 
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(diff(changes), end="")
         say(f"would remove {laptop.our_dir()}" + (" and our key" if state["key_created"] else ""))
+        if args.remote:
+            say("would end islurm's jobs on the login node and remove islurm's files there")
         return 0
     if args.remote:
         _remote(args, state)
@@ -84,14 +87,23 @@ def _remote(args: argparse.Namespace, state: dict[str, Any]) -> None:
         flags += ["--remove-key", key.with_name(key.name + ".pub").read_text().strip()]
     if state.get("remote_ca_created"):
         flags.append("--remove-ca")
+    if state.get("remote_config_created"):
+        flags.append("--config-created")
     login = Login(laptop.target_of(state), key if key.exists() else None)
+    say("login node: ending islurm's jobs, stopping islurmd, removing its files ...")
     try:
         done = login.json(agent(args.remote_python, "uninstall", *flags))
     except SshError as exc:
         raise Fail(Exit.ERROR, f"the login node: {exc} (nothing removed on the laptop)") from None
+    purged = done.get("purge") or {}
+    jobs = purged.get("jobs_cancelled", [])
     say(
         f"login node: venv {'removed' if done['venv'] else 'absent'}, "
-        f"units {'removed' if done['units'] else 'none'}, "
+        f"units {'removed' if purged.get('units') else 'none'}, "
+        f"{len(jobs)} job(s) cancelled, "
         f"our public key {'removed' if done['key_removed'] else 'not there'}"
-        + (", the CA setup created removed" if done["ca_removed"] else "")
     )
+    for path in purged.get("removed", []):
+        say(f"login node: removed {path}")
+    for why in purged.get("kept", []):
+        say(f"login node: kept {why}")
