@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from islurm.config import paths, setupconfig
 from islurm.daemon.ctl.common import Fail
 from islurm.daemon.ctl.exits import Exit
+from islurm.daemon.slurm.states import JobState
 
 if TYPE_CHECKING:
     from islurm.daemon.slurm.client import SlurmClient
@@ -47,18 +48,23 @@ async def end_jobs(slurm: SlurmClient) -> list[str]:
     """Cancel the user's islurm jobs and wait until Slurm reports them ended; their ids."""
     import trio
 
-    live = [r for r in await slurm.query() if r.identity and not r.state.is_ended]
+    live = [r for r in await slurm.query() if r.identity and not _gone(r.state)]
     ids = [r.job_id for r in live]
     await slurm.cancel(ids)
     with trio.move_on_after(JOBS_TIMEOUT) as wait:
         while ids:
             rows = {r.job_id: r for r in await slurm.query()}
-            if all(i not in rows or rows[i].state.is_ended for i in ids):
+            if all(i not in rows or _gone(rows[i].state) for i in ids):
                 break
             await trio.sleep(0.5)
     if wait.cancelled_caught:
         raise Fail(Exit.ERROR, f"islurm's jobs {', '.join(ids)} did not end in {JOBS_TIMEOUT:g} s")
     return ids
+
+
+def _gone(state: JobState) -> bool:
+    """Ended, its cleanup too: a COMPLETING job's hooks may still write in the state dir."""
+    return state.is_ended and state is not JobState.COMPLETING
 
 
 def _own_dir(path: str) -> bool:
