@@ -153,7 +153,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _make(path: Path, text: str = "x") -> None:
+def _make(path: Path, text: str | None = "x") -> None:
+    assert text is not None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
