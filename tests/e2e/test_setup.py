@@ -3,8 +3,11 @@ login node (real OpenSSH both hops, real Slurm), then `islurmctl uninstall --rem
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import select
 import shutil
 import subprocess
 import time
@@ -13,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from islurm.config import setupconfig
 from tests.e2e.conftest import Cluster, User
 from tests.e2e.test_security import _free_port, _rogue_sshd, _wait_listening
 
 LAPTOP = "islurmlaptop"
+ASIDE = Path("/tmp/islurm-e2e-aside")
+IMAGE = "/tmp/islurm-e2e-login/no-such-image.tar"  # recorded, never started here
 
 USER_SSH_CONFIG = """\
 # my own settings: they come first and would win over anything appended below
@@ -96,9 +102,53 @@ def laptop(user: User, login_node: int) -> Iterator[User]:
     _write(lap, home / ".config/Code/User/settings.json", USER_SETTINGS)
     remote_venv = Path(user.home) / ".local/share/islurm"
     shutil.rmtree(remote_venv, ignore_errors=True)
-    yield lap
+    with _no_islurm_files(user):
+        yield lap
     auth.write_text(before_auth)
     shutil.rmtree(remote_venv, ignore_errors=True)
+
+
+def _top_islurm_paths(root: Path) -> list[Path]:
+    """Every file or dir under `root` whose name says islurm (not descending into those)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            if "islurm" in name:
+                found.append(Path(dirpath, name))
+        dirnames[:] = [d for d in dirnames if "islurm" not in d]
+    return sorted(found)
+
+
+def cluster_islurm_files(user: User) -> list[str]:
+    """Anything of islurm's for the cluster user: in the home, the socket dirs in /tmp (and
+    fallbacks), the runtime dir."""
+    extra = [*Path("/tmp").glob(f"islurm-{user.uid}"), *Path("/tmp").glob(f"islurm-{user.uid}-*")]
+    extra += [p for p in [Path(f"/run/user/{user.uid}/islurm")] if p.exists()]
+    return [str(p) for p in [*_top_islurm_paths(Path(user.home)), *extra]]
+
+
+@contextlib.contextmanager
+def _no_islurm_files(user: User) -> Iterator[None]:
+    """The cluster user starts with no islurm file at all (the fixtures' own are put aside
+    and back), so "uninstall leaves none" means something. Serialized by the e2e lock."""
+    shutil.rmtree(ASIDE, ignore_errors=True)
+    ASIDE.mkdir(mode=0o700)
+    moved: list[tuple[Path, Path]] = []
+    for p in map(Path, cluster_islurm_files(user)):
+        if str(p).startswith("/tmp/") or str(p).startswith("/run/"):
+            shutil.rmtree(p, ignore_errors=True)  # socket dirs: no daemon runs now
+            continue
+        to = ASIDE / str(len(moved))
+        os.rename(p, to)
+        moved.append((p, to))
+    try:
+        yield
+    finally:
+        for p, to in moved:
+            if p.exists() or p.is_symlink():
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            os.rename(to, p)
+        shutil.rmtree(ASIDE, ignore_errors=True)
 
 
 def _write(u: User, path: Path, text: str) -> None:
@@ -194,11 +244,89 @@ def test_setup_twice_connect_list_then_uninstall_restores_everything(
     assert "wrote" not in r.stdout.decode()
     assert _snapshot(home) == after_first
 
-    user.stop_daemon()
-    r = laptop.islurmctl("uninstall", "--remote", timeout=120)
+    # The container choice: a diff first, a bad image refused, then the profile's image in the
+    # login node's config (a file setup creates), the same bytes on a second run.
+    remote_cfg = Path(user.home) / ".config/islurm/config.toml"
+    args = ("setup", "--login", "login", "--profiles", "cpu", "--no-connect")
+    r = laptop.islurmctl(*args, "--container", "images/x.tar")
+    assert r.returncode == 2 and b"--container: the image 'images/x.tar'" in r.stderr, r.stderr
+    r = laptop.islurmctl(*args, "--container", IMAGE, "--dry-run", timeout=120)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    assert f'+image = "{IMAGE}"' in r.stdout.decode() and "(login node)" in r.stdout.decode()
+    assert not remote_cfg.exists() and _snapshot(home) == after_first
+    r = laptop.islurmctl(*args, "--container", IMAGE, timeout=120)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    assert remote_cfg.read_text() == setupconfig.block(["cpu"], IMAGE)
+    ctl = f"{user.home}/.local/share/islurm/venv/bin/islurmctl"
+    profiles = json.loads(user.run([ctl, "profiles", "--json"]).stdout)
+    assert profiles["cpu"]["container"] == IMAGE and profiles["gpu"]["container"] == ""
+    with_image = (_snapshot(home), remote_cfg.read_bytes())
+    r = laptop.islurmctl(*args, timeout=120)  # no flag, no terminal: the recorded image stays
+    assert r.returncode == 0 and "wrote" not in r.stdout.decode(), r.stdout.decode()
+    assert (_snapshot(home), remote_cfg.read_bytes()) == with_image
+
+    # islurmd still runs and the job still runs: uninstall must end both.
+    assert user.live_jobs() and user.daemon_pid() is not None
+    r = laptop.islurmctl("uninstall", "--remote", timeout=180)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    assert "1 job(s) cancelled" in out, out
     assert _snapshot(home) == before
     assert _islurm_files(home) == []
-    assert not (Path(user.home) / ".local/share/islurm").exists()
+    assert cluster_islurm_files(user) == [], out
+    assert user.live_jobs() == [] and user.daemon_pid() is None
     assert "islurm@" not in (Path(user.home) / ".ssh/authorized_keys").read_text()
     assert not list((Path(user.home) / ".config/systemd/user").glob("islurmd.*"))
+
+
+def _read_until(fd: int, wanted: bytes | None, seen: bytearray, timeout: float = 60) -> None:
+    """Read the pty into `seen` until `wanted` shows (None: until the other side closes)."""
+    deadline = time.monotonic() + timeout
+    while wanted is None or wanted not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {wanted!r} in {bytes(seen)!r}"
+        if select.select([fd], [], [], left)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: every writer closed the pty
+                chunk = b""
+            if not chunk:
+                assert wanted is None, f"closed before {wanted!r}: {bytes(seen)!r}"
+                return
+            seen += chunk
+
+
+def test_setup_asks_on_a_terminal_and_never_without_one(laptop: User, user: User) -> None:
+    """A real pty: the questions appear and the answers are used (a dry run, so it touches
+    nothing); without a terminal nothing is asked and a missing --login is an error."""
+    home = Path(laptop.home)
+    before = _snapshot(home)
+    r = laptop.islurmctl("setup")
+    assert r.returncode == 2 and b"give --login HOST" in r.stderr, r.stderr
+    assert b"login node (as" not in r.stdout + r.stderr
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        laptop.argv(["islurmctl", "setup", "--dry-run"]), stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    seen = bytearray()
+    try:
+        for prompt, answer in [
+            (b"login node (as your ssh reaches it): ", b"login\n"),
+            (b"your user name on the cluster (empty: your ssh default): ", b"\n"),
+            (b"container image for the profiles", IMAGE.encode() + b"\n"),
+        ]:
+            _read_until(master, prompt, seen)
+            os.write(master, answer)
+        _read_until(master, None, seen, timeout=180)
+        assert proc.wait(timeout=60) == 0, bytes(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = bytes(seen).decode(errors="replace")
+    assert f'+image = "{IMAGE}"' in text and "would install islurm" in text, text
+    assert _snapshot(home) == before
+    assert cluster_islurm_files(user) == []
