@@ -18,11 +18,12 @@ import pytest
 
 from islurm.config import setupconfig
 from tests.e2e.conftest import Cluster, User
+from tests.e2e.images import MARKER, debian_tarball
 from tests.e2e.test_security import _free_port, _rogue_sshd, _wait_listening
 
 LAPTOP = "islurmlaptop"
 ASIDE = Path("/tmp/islurm-e2e-aside")
-IMAGE = "/tmp/islurm-e2e-login/no-such-image.tar"  # recorded, never started here
+IMAGE = "/tmp/islurm-e2e-login/no-such-image.tar"  # for the dry runs: recorded, never started
 
 USER_SSH_CONFIG = """\
 # my own settings: they come first and would win over anything appended below
@@ -122,7 +123,7 @@ def _top_islurm_paths(root: Path) -> list[Path]:
 def cluster_islurm_files(user: User) -> list[str]:
     """Anything of islurm's for the cluster user: in the home, the socket dirs in /tmp (and
     fallbacks), the runtime dir."""
-    extra = [*Path("/tmp").glob(f"islurm-{user.uid}"), *Path("/tmp").glob(f"islurm-{user.uid}-*")]
+    extra = [p for p in Path("/tmp").glob("*islurm*") if p.lstat().st_uid == user.uid]
     extra += [p for p in [Path(f"/run/user/{user.uid}/islurm")] if p.exists()]
     return [str(p) for p in [*_top_islurm_paths(Path(user.home)), *extra]]
 
@@ -245,7 +246,8 @@ def test_setup_twice_connect_list_then_uninstall_restores_everything(
     assert _snapshot(home) == after_first
 
     # The container choice: a diff first, a bad image refused, then the profile's image in the
-    # login node's config (a file setup creates), the same bytes on a second run.
+    # login node's config (a file setup creates), `ssh slurm-cpu` in that image (a Debian
+    # rootfs tarball, rootless podman), the same bytes on a second run.
     remote_cfg = Path(user.home) / ".config/islurm/config.toml"
     args = ("setup", "--login", "login", "--profiles", "cpu", "--no-connect")
     r = laptop.islurmctl(*args, "--container", "images/x.tar")
@@ -254,12 +256,17 @@ def test_setup_twice_connect_list_then_uninstall_restores_everything(
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
     assert f'+image = "{IMAGE}"' in r.stdout.decode() and "(login node)" in r.stdout.decode()
     assert not remote_cfg.exists() and _snapshot(home) == after_first
-    r = laptop.islurmctl(*args, "--container", IMAGE, timeout=120)
+    image = str(debian_tarball())
+    r = laptop.islurmctl(*args, "--container", image, timeout=180)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
-    assert remote_cfg.read_text() == setupconfig.block(["cpu"], IMAGE)
+    assert remote_cfg.read_text() == setupconfig.block(["cpu"], image)
     ctl = f"{user.home}/.local/share/islurm/venv/bin/islurmctl"
     profiles = json.loads(user.run([ctl, "profiles", "--json"]).stdout)
-    assert profiles["cpu"]["container"] == IMAGE and profiles["gpu"]["container"] == ""
+    assert profiles["cpu"]["container"] == image and profiles["gpu"]["container"] == ""
+    t0 = time.monotonic()
+    r = laptop.run(["ssh", "-o", "BatchMode=yes", "slurm-cpu", f"cat /etc/{MARKER}"], timeout=300)
+    assert r.returncode == 0 and "built by tests" in r.stdout.decode(), r.stderr.decode()
+    print(f"ssh slurm-cpu into the image: {time.monotonic() - t0:.1f} s")
     with_image = (_snapshot(home), remote_cfg.read_bytes())
     r = laptop.islurmctl(*args, timeout=120)  # no flag, no terminal: the recorded image stays
     assert r.returncode == 0 and "wrote" not in r.stdout.decode(), r.stdout.decode()
@@ -270,7 +277,7 @@ def test_setup_twice_connect_list_then_uninstall_restores_everything(
     r = laptop.islurmctl("uninstall", "--remote", timeout=180)
     out = r.stdout.decode()
     assert r.returncode == 0, out + r.stderr.decode()
-    assert "1 job(s) cancelled" in out, out
+    assert "2 job(s) cancelled" in out, out  # the job without and the one with the image
     assert _snapshot(home) == before
     assert _islurm_files(home) == []
     assert cluster_islurm_files(user) == [], out
