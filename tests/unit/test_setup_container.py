@@ -223,3 +223,30 @@ async def test_purge_says_when_jobs_do_not_end(autojump_clock: trio.abc.Clock) -
     with pytest.raises(Fail) as caught:
         await purge.end_jobs(slurm)
     assert "did not end" in str(caught.value)
+
+
+def test_the_agent_writes_the_remote_config_only_if_unchanged(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from islurm.daemon.ctl import remote_agent
+
+    def write(text: str, *args: str) -> dict[str, Any]:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+        return remote_agent.write_config(list(args))
+
+    cfg = home / ".config/islurm/config.toml"
+    assert remote_agent.config_file() == str(cfg)
+    new = setupconfig.with_image(None, ["cpu"], IMAGE)
+    assert new is not None
+    assert write(new, "-") == {"written": True}
+    assert cfg.read_text() == new and cfg.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(SystemExit, match="changed while setup ran"):
+        write("x = 1\n", "-")  # setup read no file, but there is one now
+    cfg.chmod(0o640)  # the user's mode is kept
+    edited = new + "# mine\n"
+    assert write(edited, setup_container.sha256(new)) == {"written": True}
+    assert cfg.read_text() == edited and cfg.stat().st_mode & 0o777 == 0o640
+    assert write("", setup_container.sha256(edited), "--remove") == {"written": True}
+    assert not cfg.exists()
