@@ -1,0 +1,72 @@
+"""Modules per profile: the hook's real bash against a stand-in module system (a `module`
+shell function in an init file), and the environment change it hands to sshd."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from islurm.sessionhooks import modules
+from islurm.sessionhooks.sshd import SshdConfig
+
+# A module system in 10 lines: `module load X` sets X_LOADED and extends PATH; an unknown
+# module fails with its own words, as Lmod and Environment Modules do.
+FAKE_INIT = r"""
+module() {
+  case "$1" in
+    load) shift
+      for m in "$@"; do
+        case "$m" in
+          good/*) export GOOD_LOADED="$m" PATH="/opt/good/bin:$PATH" LOADEDMODULES="$m" ;;
+          *) echo "ERROR: Unable to locate a modulefile for '$m'" >&2; return 1 ;;
+        esac
+      done ;;
+    is-loaded) [ "$LOADEDMODULES" = "$2" ] ;;
+    list) echo "Currently Loaded Modulefiles: $LOADEDMODULES" >&2 ;;
+  esac
+}
+"""
+
+
+@pytest.fixture
+def init(tmp_path: Path) -> tuple[str, ...]:
+    path = tmp_path / "init with space;$(x).sh"
+    path.write_text(FAKE_INIT)
+    return ("/nonexistent/init", str(path))
+
+
+def test_loaded_modules_change_the_sessions_environment(
+    tmp_path: Path, init: tuple[str, ...]
+) -> None:
+    change = modules.load(["good/1.0"], str(tmp_path), init)
+    assert change["GOOD_LOADED"] == "good/1.0"
+    assert change["PATH"].startswith("/opt/good/bin:")
+    assert change["BASH_ENV"] == str(tmp_path / "module-function.sh")
+    assert "module()" in Path(change["BASH_ENV"]).read_text().replace(" ()", "()")
+    assert not [k for k in change if k.startswith(("ISLURM_MODULE", "BASH_FUNC_"))]
+    assert "SHLVL" not in change and "PWD" not in change
+    line = SshdConfig(port=1, host_key="/k", user="u", env=change).render().splitlines()[-1]
+    assert line.startswith("SetEnv ") and "GOOD_LOADED=good/1.0" in line
+
+
+def test_a_module_that_does_not_load_fails_with_the_module_systems_words(
+    tmp_path: Path, init: tuple[str, ...]
+) -> None:
+    with pytest.raises(modules.ModuleError) as caught:
+        modules.load(["good/1.0", "cuda/99"], str(tmp_path), init)
+    assert str(caught.value) == (
+        "module load good/1.0 cuda/99 failed: ERROR: Unable to locate a modulefile for 'cuda/99'"
+    )
+
+
+def test_no_module_system_is_said_and_no_modules_asks_nothing(tmp_path: Path) -> None:
+    assert modules.load([], str(tmp_path), ("/nonexistent",)) == {}
+    with pytest.raises(modules.ModuleError, match="no module system found"):
+        modules.load(["good/1.0"], str(tmp_path), ("/nonexistent/a", "/nonexistent/b"))
+
+
+def test_environment_change_keeps_only_what_the_load_did() -> None:
+    before = {"A": "1", "PATH": "/bin", "SHLVL": "1"}
+    after = {"A": "1", "PATH": "/x:/bin", "SHLVL": "2", "B": "2", "BASH_FUNC_ml%%": "() {}"}
+    assert modules.environment_change(before, after) == {"PATH": "/x:/bin", "B": "2"}
