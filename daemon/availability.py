@@ -1,7 +1,10 @@
-"""Would a job of each profile start now, and what is free: Slurm asked with one
-`sbatch --test-only` per distinct set of sbatch options and one `sinfo`, for all profiles
-together, and cached. Every caller (`islurmctl profiles --available`, every waiting connect)
-shares one refresh at a time, so a loop of callers never loads slurmctld."""
+"""Would a job of each profile start now, and what is free. One `sinfo -N` per refresh says
+what is free on every node, for all profiles together; a profile whose options fit a node
+now starts now (daemon/slurm/fit.py). Only for one that does not fit (or whose options the
+fit check cannot read) is Slurm asked `sbatch --test-only`, for its estimate: at most
+ASKS distinct option sets per refresh, each answer reused for ESTIMATE_AGE. Every caller
+(`islurmctl profiles --available`, every waiting connect) shares one refresh at a time, so a
+loop of callers never loads slurmctld."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ from typing import Any
 import structlog
 import trio
 
-from islurm.config.settings import Profile, Settings
+from islurm.config.settings import Settings
 from islurm.daemon.jobs import JobTable
-from islurm.daemon.slurm.capacity import PartitionFree, TestOnly, parse_test_only
+from islurm.daemon.slurm import fit
+from islurm.daemon.slurm.capacity import NodeFree, PartitionFree, TestOnly, parse_test_only
+from islurm.daemon.slurm.capacity import partitions as free_per_partition
 from islurm.daemon.slurm.client import SlurmClient, SlurmError
 from islurm.daemon.slurm.parse import SlurmParseError
 
@@ -23,7 +28,9 @@ log = structlog.get_logger("islurm.availability")
 
 CACHE_AGE = 30.0  # seconds an answer is reused for `profiles.available`
 BUSY_AGE = 4.0  # while a connect waits for a pending job, refreshed this often at most
-PARALLEL = 4  # sbatch --test-only calls at once (each is one RPC to slurmctld)
+ESTIMATE_AGE = 30.0  # seconds one `sbatch --test-only` answer is reused
+ASKS = 4  # at most this many `sbatch --test-only` calls per refresh
+PARALLEL = 2  # of them at once (each is one RPC to slurmctld)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class Verdict:
     nodes: str = ""
     job_id: str = ""  # your running job of this profile, which a connect reuses
     error: str = ""
+    by: str = ""  # what decided starts_now: "running job", "sinfo" or "test-only"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +55,7 @@ class Verdict:
             "nodes": self.nodes or None,
             "running_job": self.job_id or None,
             "error": self.error or None,
+            "decided_by": self.by or None,
         }
 
 
@@ -73,16 +82,24 @@ class View:
         }
 
 
-def verdict(profile: str, answer: TestOnly | SlurmError, now: datetime) -> Verdict:
-    """What one `sbatch --test-only` answer (or its failure) says about a profile."""
+def verdict(
+    profile: str, answer: TestOnly | SlurmError | None, now: datetime, fits: bool | None
+) -> Verdict:
+    """A profile's verdict from the fit check (`fits`: None when it cannot judge) and its
+    `sbatch --test-only` answer (None: not asked in this refresh)."""
     if isinstance(answer, SlurmError):
-        return Verdict(profile, None, error=answer.message)
+        return Verdict(profile, None, error=answer.message, by="test-only")
+    if answer is None:
+        if fits is None:
+            return Verdict(profile, None, error="not asked yet (too many profiles to ask)")
+        return Verdict(profile, False, by="sinfo")
     return Verdict(
         profile,
-        answer.starts_now(now),
+        answer.starts_now(now) if fits is None else False,
         start_time=answer.start,
         partition=answer.partition,
         nodes=answer.nodes,
+        by="test-only" if fits is None else "sinfo",
     )
 
 
@@ -101,6 +118,7 @@ class Availability:
         self.refreshes = 0
         self._lock = trio.Lock()
         self._wake = trio.Event()
+        self._answers: dict[tuple[str, ...], tuple[float, TestOnly | SlurmError]] = {}
 
     def fresh(self, max_age: float) -> View | None:
         view = self.view
@@ -151,43 +169,58 @@ class Availability:
             job = self.table.current(name)
             if job is not None and job.state.is_running:
                 running[name] = job.job_id
-        # One question per distinct set of options: profiles that differ only in name,
-        # description or idle settings share it.
-        groups: dict[tuple[str, ...], list[Profile]] = {}
-        for p in profiles.values():
-            if p.name not in running:
-                groups.setdefault(p.sbatch, []).append(p)
-        answers: dict[tuple[str, ...], TestOnly | SlurmError] = {}
-        partitions: dict[str, PartitionFree] = {}
-        error: list[str] = []
-        limiter = trio.CapacityLimiter(PARALLEL)
-
-        async def ask(options: tuple[str, ...]) -> None:
-            async with limiter:
-                answers[options] = await self._test_only(options)
-
-        async def free() -> None:
-            try:
-                partitions.update(await self.slurm.capacity())
-            except SlurmError as exc:
-                error.append(f"sinfo failed: {exc.message}")
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(free)
-            for options in groups:
-                nursery.start_soon(ask, options)
+        error = None
+        try:
+            nodes: list[NodeFree] | None = await self.slurm.nodes()
+        except SlurmError as exc:
+            nodes, error = None, f"sinfo failed: {exc.message}"
         now = self.clock()
-        verdicts = {n: Verdict(n, True, job_id=j) for n, j in running.items()}
-        for options, members in groups.items():
-            for p in members:
-                verdicts[p.name] = verdict(p.name, answers[options], now)
+        verdicts = {n: Verdict(n, True, job_id=j, by="running job") for n, j in running.items()}
+        unsure: dict[str, bool | None] = {}  # profile -> fit verdict (False or None)
+        for p in profiles.values():
+            if p.name in running:
+                continue
+            req = fit.request(p.sbatch) if nodes is not None else None
+            node = fit.fits(req, nodes) if req is not None and nodes is not None else None
+            if node is not None:
+                verdicts[p.name] = Verdict(p.name, True, "", node.partition, node.node, by="sinfo")
+            else:
+                unsure[p.name] = None if req is None else False
+        answers = await self._estimates({profiles[n].sbatch for n in unsure})
+        for name, fits in unsure.items():
+            verdicts[name] = verdict(name, answers.get(profiles[name].sbatch), now, fits)
         return View(
             trio.current_time(),
             now.isoformat(timespec="seconds"),
             verdicts,
-            partitions,
-            error[0] if error else None,
+            free_per_partition(nodes or []),
+            error,
         )
+
+    async def _estimates(
+        self, wanted: set[tuple[str, ...]]
+    ) -> dict[tuple[str, ...], TestOnly | SlurmError]:
+        """`sbatch --test-only` answers for these option sets: the cached ones, plus at most
+        ASKS asked now (the oldest-asked first)."""
+        now = trio.current_time()
+        fresh = {o: a for o, (t, a) in self._answers.items() if now - t < ESTIMATE_AGE}
+        missing = sorted(o for o in wanted if o not in fresh)
+        missing.sort(key=lambda o: self._answers.get(o, (-1e18, None))[0])
+        limiter = trio.CapacityLimiter(PARALLEL)
+
+        async def ask(options: tuple[str, ...]) -> None:
+            async with limiter:
+                answer = await self._test_only(options)
+            self._answers[options] = (trio.current_time(), answer)
+            fresh[options] = answer
+
+        async with trio.open_nursery() as nursery:
+            for options in missing[:ASKS]:
+                nursery.start_soon(ask, options)
+        for options in missing[ASKS:]:  # an older answer beats none
+            if options in self._answers:
+                fresh[options] = self._answers[options][1]
+        return {o: fresh[o] for o in wanted if o in fresh}
 
     async def _test_only(self, options: tuple[str, ...]) -> TestOnly | SlurmError:
         try:

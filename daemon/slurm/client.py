@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import structlog
 import trio
 
-from islurm.daemon.slurm.capacity import SINFO_FORMAT, PartitionFree, parse_sinfo
+from islurm.daemon.slurm.capacity import SINFO_FORMAT, NodeFree, parse_sinfo_nodes
 from islurm.daemon.slurm.parse import (
     SQUEUE_FORMAT,
     SlurmParseError,
@@ -78,8 +78,8 @@ class SlurmClient(abc.ABC):
         """`sbatch --test-only`: Slurm's verdict on options without submitting."""
 
     @abc.abstractmethod
-    async def capacity(self) -> dict[str, PartitionFree]:
-        """Free CPUs and GPUs per partition, in one call."""
+    async def nodes(self) -> list[NodeFree]:
+        """What is free on every node, per partition, in one call (`sinfo -N`)."""
 
 
 class SlurmCli(SlurmClient):
@@ -173,11 +173,11 @@ class SlurmCli(SlurmClient):
             raise cls(argv, proc.returncode, "", err)
         return err.strip()
 
-    async def capacity(self) -> dict[str, PartitionFree]:
+    async def nodes(self) -> list[NodeFree]:
         argv = [self._cmd("sinfo"), "--noheader", "--Node", "-O", SINFO_FORMAT]
         out = await self._call(argv)
         try:
-            return parse_sinfo(out)
+            return parse_sinfo_nodes(out)
         except SlurmParseError as exc:
             raise SlurmOutputError(argv, out, exc) from None
 

@@ -11,11 +11,12 @@ import pytest
 import trio
 
 from islurm.config.settings import ConfigError, load_settings
-from islurm.daemon import fallback
+from islurm.daemon import availability, fallback
 from islurm.daemon.availability import Availability, View
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.progress import progress_params
-from islurm.daemon.slurm.capacity import parse_sinfo, parse_test_only
+from islurm.daemon.slurm import fit
+from islurm.daemon.slurm.capacity import parse_sinfo_nodes, parse_test_only, partitions
 from islurm.daemon.slurm.client import SlurmError
 from islurm.daemon.slurm.parse import SlurmParseError
 from islurm.daemon.slurm.reasons import explain
@@ -36,16 +37,23 @@ BAD_PARTITION = (
     "allocation failure: Invalid partition name specified"
 )
 SINFO_BUSY = """\
-c1|interactive|15/1/0/16|gpu:4|gpu:3|mix
-c1|gpu|15/1/0/16|gpu:4|gpu:3|mix
-c2|interactive|15/1/0/16|gpu:4|gpu:3|mix
-c2|gpu|15/1/0/16|gpu:4|gpu:3|mix
+c1|gpu|15/1/0/16|131072|1024|gpu:4|gpu:3|mix
+c1|interactive*|15/1/0/16|131072|1024|gpu:4|gpu:3|mix
+c2|gpu|15/1/0/16|131072|1024|gpu:4|gpu:3|mix
+c2|interactive*|15/1/0/16|131072|1024|gpu:4|gpu:3|mix
+"""
+# Recorded too: a node not responding ("*"), draining, completing; GresUsed without IDX.
+SINFO_STATES = """\
+c1|interactive*|16/0/0/16|131072|1124|gpu:4|gpu:2|alloc
+c2|interactive*|15/1/0/16|131072|1024|gpu:4|gpu:0|mix*
+c2|gpu|15/0/1/16|131072|1024|gpu:4|gpu:0|drng
+c1|gpu|0/16/0/16|131072|0|gpu:4|gpu:0|comp
 """
 # Typed GPUs as sites configure them; a drained node adds nothing free.
 SINFO_TYPED = """\
-g1|gpu*|4/60/0/64|gpu:a100:4(S:0-1),gpu:v100:2(S:0)|gpu:a100:2(IDX:0,2),gpu:v100:0(IDX:N/A)|mix
-g2|gpu*|0/64/0/64|gpu:a100:4(S:0-1)|gpu:a100:0(IDX:N/A)|drain
-g3|gpu*|0/0/64/64|gpu:a100:4(S:0-1)|gpu:a100:0(IDX:N/A)|idle*
+g1|gpu*|4/60/0/64|512000|8000|gpu:a100:4(S:0-1),gpu:v100:2(S:0)|gpu:a100:2(IDX:0,2),gpu:v100:0(IDX:N/A)|mix
+g2|gpu*|0/64/0/64|512000|0|gpu:a100:4(S:0-1)|gpu:a100:0(IDX:N/A)|drain
+g3|gpu*|0/0/64/64|512000|0|gpu:a100:4(S:0-1)|gpu:a100:0(IDX:N/A)|idle*
 """
 WHEN = datetime(2026, 12, 1, 1, 52, 50)
 
@@ -63,17 +71,71 @@ def test_test_only_verdicts_from_recorded_output() -> None:
         parse_test_only(BAD_PARTITION)
 
 
-def test_sinfo_free_capacity_per_partition() -> None:
-    busy = parse_sinfo(SINFO_BUSY)
-    assert {n: (p.idle_cpus, p.total_cpus, p.free_gpus) for n, p in busy.items()} == {
+def test_sinfo_free_capacity_per_node_and_partition() -> None:
+    busy = parse_sinfo_nodes(SINFO_BUSY)
+    c1 = busy[1]
+    assert (c1.node, c1.partition, c1.default, c1.idle_cpus, c1.free_mem) == (
+        "c1",
+        "interactive",
+        True,
+        1,
+        130048,
+    )
+    assert c1.free_gpus == {"gpu": 1} and c1.usable
+    summary = partitions(busy)
+    assert {n: (p.idle_cpus, p.total_cpus, p.free_gpus) for n, p in summary.items()} == {
         "interactive": (2, 32, {"gpu": 2}),
         "gpu": (2, 32, {"gpu": 2}),
     }
-    typed = parse_sinfo(SINFO_TYPED)["gpu"]
+    assert [n.usable for n in parse_sinfo_nodes(SINFO_STATES)] == [True, False, False, False]
+    typed = partitions(parse_sinfo_nodes(SINFO_TYPED))["gpu"]
     assert (typed.nodes, typed.idle_cpus, typed.total_cpus) == (3, 60, 192)
     assert typed.free_gpus == {"gpu:a100": 2, "gpu:v100": 2}
     with pytest.raises(SlurmParseError):
-        parse_sinfo("c1|gpu|15/1/0|gpu:4|gpu:3|mix\n")
+        parse_sinfo_nodes("c1|gpu|15/1/0|131072|0|gpu:4|gpu:3|mix\n")
+
+
+@pytest.mark.parametrize(
+    ("sbatch", "want"),
+    [
+        (
+            ["--partition=interactive", "-c", "2", "--mem=4G", "-t", "8:00:00"],
+            ("interactive", 2, 4096, {}),
+        ),
+        (["-p", "gpu", "--gres=gpu:a100:1", "--cpus-per-task=4"], ("gpu", 4, 0, {"gpu:a100": 1})),
+        (["--ntasks=2", "-c2", "--mem-per-cpu=100M", "--gpus=2"], ("", 4, 400, {"gpu": 2})),
+        (["--constraint=bigmem"], None),
+        (["--mem=0"], None),
+        (["--gres=tmp:10G"], None),
+        (["--nodes=2"], None),
+        (["--exclusive"], None),
+    ],
+)
+def test_sbatch_options_read_as_a_request(sbatch: list[str], want: object) -> None:
+    req = fit.request(sbatch)
+    got = None if req is None else (",".join(req.partitions), req.cpus, req.mem, req.gpus)
+    assert got == want
+
+
+def test_fit_check_against_free_nodes() -> None:
+    busy = parse_sinfo_nodes(SINFO_BUSY)
+    small = fit.request(["--partition=interactive", "--cpus-per-task=1", "--mem=256M"])
+    two = fit.request(["--partition=interactive", "--cpus-per-task=2", "--mem=512M"])
+    gpu = fit.request(["--partition=gpu", "--gres=gpu:1", "--cpus-per-task=1"])
+    gpu2 = fit.request(["--partition=gpu", "--gres=gpu:2", "--cpus-per-task=1"])
+    default = fit.request(["--cpus-per-task=1"])
+    assert small and two and gpu and gpu2 and default
+    assert fit.fits(small, busy) is not None and fit.fits(two, busy) is None
+    assert fit.fits(gpu, busy) is not None and fit.fits(gpu2, busy) is None
+    found = fit.fits(default, busy)
+    assert found is not None and found.partition == "interactive"
+    big = fit.request(["-p", "interactive", "--mem=200G"])
+    assert big is not None and fit.fits(big, busy) is None
+    assert fit.fits(small, parse_sinfo_nodes(SINFO_STATES)) is None  # none usable
+    typed = parse_sinfo_nodes(SINFO_TYPED)
+    v100 = fit.request(["-p", "gpu", "--gres=gpu:v100:2"])
+    a100 = fit.request(["-p", "gpu", "--gres=gpu:a100:3"])
+    assert v100 and a100 and fit.fits(v100, typed) is not None and fit.fits(a100, typed) is None
 
 
 @pytest.mark.parametrize(
@@ -119,8 +181,14 @@ def _answer(options: list[str]) -> str | SlurmError:
     return NOW
 
 
-async def test_one_refresh_for_all_profiles_and_all_callers_then_cached(tmp_path: Path) -> None:
-    slurm = FakeSlurm().always("test_submit", _answer).always("capacity", parse_sinfo(SINFO_BUSY))
+async def test_one_refresh_for_all_profiles_and_all_callers_then_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(availability, "ASKS", 100)
+    # --test-only answers "later" even for what fits (as it does once the backfill scheduler
+    # planned the user's own pending job): the fit check against sinfo decides, not it.
+    slurm = FakeSlurm().always("test_submit", LATER)
+    slurm.always("nodes", parse_sinfo_nodes(SINFO_BUSY))
     avail = Availability(slurm, _settings(tmp_path), JobTable(), clock=lambda: WHEN)  # type: ignore[arg-type]
     views: list[View] = []
 
@@ -130,30 +198,54 @@ async def test_one_refresh_for_all_profiles_and_all_callers_then_cached(tmp_path
     async with trio.open_nursery() as nursery:
         for _ in range(20):
             nursery.start_soon(ask)
-    distinct = {tuple(c.args[0]) for c in slurm.of("test_submit")}
-    # built-in profiles + small/twin (one question) + big; one sinfo; 20 callers, 1 refresh
-    assert len(slurm.of("test_submit")) == len(distinct) and len(slurm.of("capacity")) == 1
-    assert avail.refreshes == 1 and all(v is views[0] for v in views)
+    asked = [tuple(c.args[0]) for c in slurm.of("test_submit")]
+    # 20 callers, 1 refresh, 1 sinfo; --test-only only for what does not fit, once per options
+    assert len(slurm.of("nodes")) == 1 and avail.refreshes == 1
+    assert all(v is views[0] for v in views) and len(asked) == len(set(asked))
+    assert ("--partition=interactive", "--cpus-per-task=1") not in asked
     view = views[0]
     assert view.profiles["small"].starts_now and view.profiles["twin"].starts_now
-    assert view.profiles["big"].starts_now is False
+    assert view.profiles["small"].by == "sinfo" and view.profiles["small"].nodes == "c1"
+    assert view.profiles["big"].starts_now is False and view.profiles["big"].by == "sinfo"
     assert view.profiles["big"].start_time == "2026-12-01T02:02:44"
     assert view.startable("twin", first=("small",))[0] == "small"
     assert view.as_json()["partitions"][1]["idle_cpus"] == 2
     calls = len(slurm.calls)
     await avail.get()
     assert len(slurm.calls) == calls  # cached
+    # A refresh within ESTIMATE_AGE asks sinfo again but no --test-only.
+    await avail.get(max_age=0)
+    assert len(slurm.of("nodes")) == 2 and len(slurm.of("test_submit")) == len(asked)
 
 
-async def test_a_failing_question_is_that_profiles_error_not_the_views(tmp_path: Path) -> None:
+async def test_test_only_calls_per_refresh_are_bounded(tmp_path: Path) -> None:
+    text = CONFIG + "".join(
+        f'[profiles.p{i}]\nsbatch = ["--partition=interactive", "--cpus-per-task={i + 3}"]\n'
+        for i in range(10)
+    )
+    slurm = FakeSlurm().always("test_submit", LATER).always("nodes", parse_sinfo_nodes(SINFO_BUSY))
+    avail = Availability(slurm, _settings(tmp_path, text), JobTable(), clock=lambda: WHEN)  # type: ignore[arg-type]
+    view = await avail.get()
+    assert len(slurm.of("test_submit")) == availability.ASKS
+    assert all(v.starts_now is False for n, v in view.profiles.items() if n.startswith("p"))
+    await avail.get(max_age=0)  # the next refresh asks the ones not asked yet
+    assert len(slurm.of("test_submit")) == 2 * availability.ASKS
+
+
+async def test_a_failing_question_is_that_profiles_error_not_the_views(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(availability, "ASKS", 100)
     slurm = FakeSlurm().always("test_submit", _answer)
-    slurm.always("capacity", SlurmError(["sinfo"], 1, "", "sinfo: boom"))
+    slurm.always("nodes", SlurmError(["sinfo"], 1, "", "sinfo: boom"))
     text = CONFIG + '[profiles.bad]\nsbatch = ["--partition=nosuchpartition"]\n'
     avail = Availability(slurm, _settings(tmp_path, text), JobTable(), clock=lambda: WHEN)  # type: ignore[arg-type]
     view = await avail.get()
     assert view.profiles["bad"].starts_now is None
     assert "Invalid partition" in view.profiles["bad"].error
+    # without sinfo, --test-only decides
     assert view.error == "sinfo failed: sinfo: boom" and view.profiles["small"].starts_now
+    assert view.profiles["small"].by == "test-only"
 
 
 def _view(**starts: bool) -> View:
