@@ -1,5 +1,11 @@
 """Environment modules (Lmod or Environment Modules) loaded once at the job's start; every
-session then gets the resulting environment through the job sshd's SetEnv line.
+session then gets the resulting environment through the job sshd's SetEnv line, and a job
+file (`module-env.sh`: the variables and the `module` function) that re-applies it where a
+shell's startup resets it: bash reads it as BASH_ENV (`ssh host CMD`) and, through
+PROMPT_COMMAND, before an interactive login shell's first prompt, after /etc/profile (which
+on Debian resets PATH) and the user's own files. A user's ~/.bashrc that sets PROMPT_COMMAND
+without keeping the old value loses that last step (the module's PATH then needs `module
+reload`).
 
 Stdlib only. The one place that runs the module system: a non-login bash that sources the
 module system's init file, loads the modules, checks each one is loaded, and prints its
@@ -8,6 +14,8 @@ environment before and after (NUL-separated), from which the change is taken."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 
 #: where Lmod and Environment Modules put their bash init (Debian, RHEL, source installs)
@@ -21,6 +29,12 @@ LOAD_TIMEOUT = 120.0
 MARK = "--islurm-modules-loaded--"
 #: bash's own bookkeeping and the identity sshd sets: never a module's doing
 _SHELL_VARS = {"PWD", "OLDPWD", "SHLVL", "_", "BASH_ENV", "USER", "LOGNAME", "HOME"}
+#: the module system's own state: sessions need it even when the job's start already had it
+#: (sshd starts every session from a clean environment)
+_MODULE_STATE = re.compile(
+    r"^(LMOD|_?_?LMOD|MODULE|__MODULES_|_LMFILES_|LOADEDMODULES|_ModuleTable)"
+)
+ENV_FILE = "module-env.sh"
 
 _SCRIPT = r"""
 env -0
@@ -49,12 +63,24 @@ class ModuleError(RuntimeError):
 
 
 def environment_change(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
-    """Variables the load set or changed (bash functions and bash's own variables left out)."""
+    """Variables the load set or changed, and the module system's state (bash functions and
+    bash's own variables left out)."""
     return {
         k: v
         for k, v in after.items()
-        if before.get(k) != v and k not in _SHELL_VARS and not k.startswith("BASH_FUNC_")
+        if (before.get(k) != v or _MODULE_STATE.match(k))
+        and k not in _SHELL_VARS
+        and not k.startswith("BASH_FUNC_")
     }
+
+
+def env_file(change: dict[str, str], functions: str) -> str:
+    """The job file every bash session sources: the module environment again, then the
+    module system's functions (`module`, `ml`)."""
+    lines = ["# islurm: the environment this job's modules set (sessionhooks/modules.py)"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(change.items())]
+    lines += [functions, "unset PROMPT_COMMAND", ""]
+    return "\n".join(lines)
 
 
 def _environ(blob: bytes) -> dict[str, str]:
@@ -95,6 +121,16 @@ def load(
     change = environment_change(_environ(before), _environ(after))
     for key in ("ISLURM_MODULE_INIT", "ISLURM_MODULE_MARK", "ISLURM_MODULE_FUNCTION"):
         change.pop(key, None)
-    if os.path.exists(function_file) and os.path.getsize(function_file):
-        change["BASH_ENV"] = function_file  # non-interactive shells (ssh host CMD) read it
+    try:
+        with open(function_file, encoding="utf-8", errors="replace") as f:
+            functions = f.read()
+    except FileNotFoundError:
+        functions = ""
+    path = os.path.join(jobdir, ENV_FILE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(env_file(change, functions))
+    change["BASH_ENV"] = path  # non-interactive bash (ssh host CMD) reads it first
+    # an interactive shell runs it before its first prompt, after all its startup files
+    change["PROMPT_COMMAND"] = f". {shlex.quote(path)}"
     return change

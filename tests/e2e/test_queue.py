@@ -19,6 +19,7 @@ import pytest
 from tests.e2e.conftest import Cluster, User
 
 SMALL = ["--partition=interactive", "--cpus-per-task=1", "--mem=256M", "--time=00:20:00"]
+GPU = ["--partition=gpu", "--gres=gpu:1", "--cpus-per-task=1", "--mem=256M", "--time=00:20:00"]
 TWO = ["--partition=interactive", "--cpus-per-task=2", "--mem=512M", "--time=00:20:00"]
 
 
@@ -34,6 +35,9 @@ sbatch = ["--partition=nosuchpartition", "--time=00:05:00"]
 
 [profiles.cpu-small]
 sbatch = {json.dumps(SMALL)}
+
+[profiles.gpu-small]
+sbatch = {json.dumps(GPU)}
 
 [profiles.cpu-fb]
 sbatch = {json.dumps(TWO)}
@@ -161,6 +165,8 @@ def test_available_fallback_and_keep_pending(queued: User) -> None:
     by_name = {p["profile"]: p for p in view["profiles"]}
     assert by_name["cpu"]["starts_now"] is False and by_name["cpu"]["start_time"]
     assert by_name["cpu-small"]["starts_now"] is True
+    assert by_name["gpu-small"]["starts_now"] is True and by_name["gpu-small"]["partition"] == "gpu"
+    assert by_name["cpu-small"]["decided_by"] == "sinfo" and by_name["cpu"]["decided_by"] == "sinfo"
     assert by_name["bad"]["starts_now"] is None and "partition" in by_name["bad"]["error"]
     parts = {p["partition"]: p for p in view["partitions"]}
     assert parts["interactive"]["idle_cpus"] == 2 and parts["gpu"]["free_gpus"] == {"gpu": 8}
@@ -239,6 +245,15 @@ def test_modules_are_loaded_once_and_a_missing_one_fails_the_connect(
     out = r.stdout.decode()
     assert r.returncode == 0, r.stderr.decode()
     assert "T=1.0" in out and "hello from testmod" in out and "testmod/1.0" in out
+    # An interactive login shell: Debian's /etc/profile resets PATH; the module's PATH and
+    # the `module` command are back before the first prompt.
+    login = user.run(
+        ["ssh", "-F", user.ssh_config, "-o", "BatchMode=yes", "-tt", "slurm-mod"],
+        input=b"testmod-hello; type module >/dev/null && echo $((40+2))M; exit\n",
+        timeout=60,
+    )
+    said = login.stdout.decode(errors="replace")
+    assert "hello from testmod" in said and "42M" in said, said
     bad = user.ssh("slurm-modbad", "true")
     assert bad.returncode != 0
     said = bad.stderr.decode()

@@ -42,8 +42,10 @@ def test_loaded_modules_change_the_sessions_environment(
     change = modules.load(["good/1.0"], str(tmp_path), init)
     assert change["GOOD_LOADED"] == "good/1.0"
     assert change["PATH"].startswith("/opt/good/bin:")
-    assert change["BASH_ENV"] == str(tmp_path / "module-function.sh")
-    assert "module()" in Path(change["BASH_ENV"]).read_text().replace(" ()", "()")
+    assert change["BASH_ENV"] == str(tmp_path / "module-env.sh")
+    assert change["PROMPT_COMMAND"] == f". {tmp_path}/module-env.sh"
+    script = Path(change["BASH_ENV"]).read_text()
+    assert "module()" in script.replace(" ()", "()") and "export GOOD_LOADED=good/1.0" in script
     assert not [k for k in change if k.startswith(("ISLURM_MODULE", "BASH_FUNC_"))]
     assert "SHLVL" not in change and "PWD" not in change
     line = SshdConfig(port=1, host_key="/k", user="u", env=change).render().splitlines()[-1]
@@ -66,7 +68,27 @@ def test_no_module_system_is_said_and_no_modules_asks_nothing(tmp_path: Path) ->
         modules.load(["good/1.0"], str(tmp_path), ("/nonexistent/a", "/nonexistent/b"))
 
 
-def test_environment_change_keeps_only_what_the_load_did() -> None:
-    before = {"A": "1", "PATH": "/bin", "SHLVL": "1"}
-    after = {"A": "1", "PATH": "/x:/bin", "SHLVL": "2", "B": "2", "BASH_FUNC_ml%%": "() {}"}
-    assert modules.environment_change(before, after) == {"PATH": "/x:/bin", "B": "2"}
+def test_environment_change_keeps_what_the_load_did_and_the_module_systems_state() -> None:
+    before = {"A": "1", "PATH": "/bin", "SHLVL": "1", "LMOD_CMD": "/l", "MODULEPATH": "/m"}
+    after = {**before, "PATH": "/x:/bin", "SHLVL": "2", "B": "2", "BASH_FUNC_ml%%": "() {}"}
+    assert modules.environment_change(before, after) == {
+        "PATH": "/x:/bin",
+        "B": "2",
+        "LMOD_CMD": "/l",
+        "MODULEPATH": "/m",
+    }
+
+
+def test_a_session_shell_gets_the_module_environment_back_after_its_profile(
+    tmp_path: Path, init: tuple[str, ...]
+) -> None:
+    """What a login shell does: its profile resets PATH and drops the function; the job
+    file (PROMPT_COMMAND, or BASH_ENV) brings both back."""
+    import subprocess
+
+    change = modules.load(["good/1.0"], str(tmp_path), init)
+    script = f"PATH=/usr/bin:/bin; unset -f module; . {change['BASH_ENV']}; echo $PATH; module list"
+    out = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", script], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("/opt/good/bin:") and "good/1.0" in out.stderr
