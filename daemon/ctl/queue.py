@@ -1,5 +1,6 @@
-"""`islurmctl profiles --available`: would each profile's job start now (islurmd asks Slurm
-with `sbatch --test-only` and one `sinfo`, for all profiles together, cached ~30 s)."""
+"""`islurmctl profiles --available`: would each profile's job start now (islurmd matches the
+profiles against one `sinfo -N` and asks `sbatch --test-only` only for the estimates of those
+that do not fit; cached ~30 s)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def show_available(args: argparse.Namespace) -> int:
 def _yes_no(p: dict[str, Any]) -> str:
     if p["running_job"]:
         return f"yes (your job {p['running_job']} runs)"
+    if p["starts_now"] is None and not p.get("decided_by"):
+        return "unknown: " + str(p["error"] or "not asked yet")
     if p["starts_now"] is None:
         return "cannot run: " + str(p["error"] or "Slurm did not say")
     return "yes" if p["starts_now"] else "no"
