@@ -29,7 +29,7 @@ log = structlog.get_logger("islurm.availability")
 CACHE_AGE = 30.0  # seconds an answer is reused for `profiles.available`
 BUSY_AGE = 4.0  # while a connect waits for a pending job, refreshed this often at most
 ESTIMATE_AGE = 30.0  # seconds one `sbatch --test-only` answer is reused
-ASKS = 4  # at most this many `sbatch --test-only` calls per refresh
+ASKS = 12  # at most this many `sbatch --test-only` calls per refresh (waited-for first)
 PARALLEL = 2  # of them at once (each is one RPC to slurmctld)
 
 
@@ -186,7 +186,9 @@ class Availability:
                 verdicts[p.name] = Verdict(p.name, True, "", node.partition, node.node, by="sinfo")
             else:
                 unsure[p.name] = None if req is None else False
-        answers = await self._estimates({profiles[n].sbatch for n in unsure})
+        waited = {j.profile for j in self.table if j.live and j.leases and not j.state.is_running}
+        first = {profiles[n].sbatch for n in unsure if n in waited}
+        answers = await self._estimates({profiles[n].sbatch for n in unsure}, first)
         for name, fits in unsure.items():
             verdicts[name] = verdict(name, answers.get(profiles[name].sbatch), now, fits)
         return View(
@@ -198,14 +200,14 @@ class Availability:
         )
 
     async def _estimates(
-        self, wanted: set[tuple[str, ...]]
+        self, wanted: set[tuple[str, ...]], first: set[tuple[str, ...]]
     ) -> dict[tuple[str, ...], TestOnly | SlurmError]:
         """`sbatch --test-only` answers for these option sets: the cached ones, plus at most
-        ASKS asked now (the oldest-asked first)."""
+        ASKS asked now (those of waiting connects, `first`, then the oldest-asked)."""
         now = trio.current_time()
         fresh = {o: a for o, (t, a) in self._answers.items() if now - t < ESTIMATE_AGE}
         missing = sorted(o for o in wanted if o not in fresh)
-        missing.sort(key=lambda o: self._answers.get(o, (-1e18, None))[0])
+        missing.sort(key=lambda o: (o not in first, self._answers.get(o, (-1e18, None))[0]))
         limiter = trio.CapacityLimiter(PARALLEL)
 
         async def ask(options: tuple[str, ...]) -> None:

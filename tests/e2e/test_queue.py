@@ -121,8 +121,9 @@ class Lines:
         self.all: list[str] = []
 
     def _read(self, stream: Any) -> None:
-        for raw in stream:
-            self.seen.put((time.monotonic() - self.t0, raw.decode("utf-8", "replace")))
+        with contextlib.suppress(ValueError, OSError):  # closed by _end once the child ended
+            for raw in stream:
+                self.seen.put((time.monotonic() - self.t0, raw.decode("utf-8", "replace")))
 
     def until(self, pattern: str, timeout: float) -> tuple[float, str]:
         deadline = time.monotonic() + timeout
@@ -144,8 +145,15 @@ def _spawned(user: User, argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        proc.kill()
-        proc.wait(timeout=30)
+        _end(proc)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait(timeout=30)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def _waiting(user: User, profile: str) -> subprocess.Popen[bytes]:
@@ -230,8 +238,7 @@ def test_waiting_connects_say_why_when_and_what_starts_now(queued: User) -> None
         ten = _calls(user) - ten
     finally:
         for w in waiters:
-            w.kill()
-            w.wait(timeout=30)
+            _end(w)
     print(f"Slurm calls in 10 s: 1 waiting connect {one}, 10 waiting connects {ten}")
     assert ten <= one * 1.5 + 5, (one, ten)  # shared polls: not 10x
     assert ten < 120

@@ -221,7 +221,7 @@ async def test_one_refresh_for_all_profiles_and_all_callers_then_cached(
 async def test_test_only_calls_per_refresh_are_bounded(tmp_path: Path) -> None:
     text = CONFIG + "".join(
         f'[profiles.p{i}]\nsbatch = ["--partition=interactive", "--cpus-per-task={i + 3}"]\n'
-        for i in range(10)
+        for i in range(20)
     )
     slurm = FakeSlurm().always("test_submit", LATER).always("nodes", parse_sinfo_nodes(SINFO_BUSY))
     avail = Availability(slurm, _settings(tmp_path, text), JobTable(), clock=lambda: WHEN)  # type: ignore[arg-type]
