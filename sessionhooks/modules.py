@@ -1,8 +1,10 @@
 """Environment modules (Lmod or Environment Modules) loaded once at the job's start; every
 session then gets the resulting environment through the job sshd's SetEnv line, and a job
 file (`module-env.sh`: the variables and the `module` function) that re-applies it where a
-shell's startup resets it: bash reads it as BASH_ENV (`ssh host CMD`) and, through
-PROMPT_COMMAND, before an interactive login shell's first prompt, after /etc/profile (which
+shell's startup resets it. `module` (and `ml`) reach every bash as exported one-line
+functions that source the file first (bash run by sshd for `ssh host CMD` reads ~/.bashrc,
+not BASH_ENV); the variables come back through PROMPT_COMMAND before an interactive login
+shell's first prompt, after /etc/profile (which
 on Debian resets PATH) and the user's own files. A user's ~/.bashrc that sets PROMPT_COMMAND
 without keeping the old value loses that last step (the module's PATH then needs `module
 reload`).
@@ -35,6 +37,8 @@ _MODULE_STATE = re.compile(
     r"^(LMOD|_?_?LMOD|MODULE|__MODULES_|_LMFILES_|LOADEDMODULES|_ModuleTable)"
 )
 ENV_FILE = "module-env.sh"
+#: the module system's commands, exported to every session as stubs that load the real ones
+COMMANDS = ("module", "ml")
 
 _SCRIPT = r"""
 env -0
@@ -74,12 +78,24 @@ def environment_change(before: dict[str, str], after: dict[str, str]) -> dict[st
     }
 
 
-def env_file(change: dict[str, str], functions: str) -> str:
+def stub(name: str, path: str) -> str:
+    """An exported bash function (one line, as sshd_config carries it) that defines the
+    module system's functions from the job file, then runs the real `name`."""
+    names = " ".join(COMMANDS)
+    return f'() {{ unset -f {names}; . {shlex.quote(path)}; {name} "$@"; }}'
+
+
+def env_file(change: dict[str, str], functions: str, path: str) -> str:
     """The job file every bash session sources: the module environment again, then the
     module system's functions (`module`, `ml`)."""
     lines = ["# islurm: the environment this job's modules set (sessionhooks/modules.py)"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(change.items())]
-    lines += [functions, "unset PROMPT_COMMAND", ""]
+    ours = shlex.quote(f". {shlex.quote(path)}")
+    lines += [
+        functions,
+        f'if [ "${{PROMPT_COMMAND-}}" = {ours} ]; then unset PROMPT_COMMAND; fi',
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -129,8 +145,11 @@ def load(
     path = os.path.join(jobdir, ENV_FILE)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(env_file(change, functions))
-    change["BASH_ENV"] = path  # non-interactive bash (ssh host CMD) reads it first
+        f.write(env_file(change, functions, path))
+    change["BASH_ENV"] = path  # non-interactive bash not started by sshd reads it first
+    for name in COMMANDS:
+        if re.search(rf"^{name} \(\)", functions, re.M):
+            change[f"BASH_FUNC_{name}%%"] = stub(name, path)
     # an interactive shell runs it before its first prompt, after all its startup files
     change["PROMPT_COMMAND"] = f". {shlex.quote(path)}"
     return change

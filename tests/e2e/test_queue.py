@@ -249,8 +249,10 @@ def test_modules_are_loaded_once_and_a_missing_one_fails_the_connect(
 ) -> None:
     user.prepare(_config(f"{cluster.dir}/modulefiles"), tmp_path)
     r = user.ssh("slurm-mod", "echo T=$TESTMOD_LOADED; testmod-hello; module list 2>&1")
+    if r.returncode != 0:  # what the session saw
+        print(user.ssh("slurm-mod", "env; declare -F; cat $BASH_ENV | head -20").stdout.decode())
     out = r.stdout.decode()
-    assert r.returncode == 0, r.stderr.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
     assert "T=1.0" in out and "hello from testmod" in out and "testmod/1.0" in out
     # An interactive login shell: Debian's /etc/profile resets PATH; the module's PATH and
     # the `module` command are back before the first prompt.

@@ -46,7 +46,8 @@ def test_loaded_modules_change_the_sessions_environment(
     assert change["PROMPT_COMMAND"] == f". {tmp_path}/module-env.sh"
     script = Path(change["BASH_ENV"]).read_text()
     assert "module()" in script.replace(" ()", "()") and "export GOOD_LOADED=good/1.0" in script
-    assert not [k for k in change if k.startswith(("ISLURM_MODULE", "BASH_FUNC_"))]
+    assert not [k for k in change if k.startswith("ISLURM_MODULE")]
+    assert [k for k in change if k.startswith("BASH_FUNC_")] == ["BASH_FUNC_module%%"]
     assert "SHLVL" not in change and "PWD" not in change
     line = SshdConfig(port=1, host_key="/k", user="u", env=change).render().splitlines()[-1]
     assert line.startswith("SetEnv ") and "GOOD_LOADED=good/1.0" in line
@@ -92,3 +93,15 @@ def test_a_session_shell_gets_the_module_environment_back_after_its_profile(
         ["bash", "--noprofile", "--norc", "-c", script], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("/opt/good/bin:") and "good/1.0" in out.stderr
+    # bash run by sshd for `ssh host CMD` reads no BASH_ENV: the exported stub loads `module`
+    env = {"PATH": "/usr/bin:/bin", "BASH_FUNC_module%%": change["BASH_FUNC_module%%"]}
+    out = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", "module list; type -t module"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert "good/1.0" in out.stderr and out.stdout == "function\n"
+    line = SshdConfig(port=1, host_key="/k", user="u", env=change).render().splitlines()[-1]
+    assert '"BASH_FUNC_module%%=() { unset -f module ml;' in line
