@@ -16,9 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import connect, env, local, remote, rows, sshconf, stats
+from bench import connect, env, local, queue, remote, rows, sshconf, stats
 
-PHASES = ("startup", "shim-throughput", "cold", "concurrent", "warm", "ssh-throughput", "idle")
+PHASES = (
+    *("startup", "shim-throughput", "cold", "concurrent", "warm", "ssh-throughput", "idle"),
+    "queue",
+)
 NEEDS_JOB = {"warm", "ssh-throughput", "idle"}
 RESULTS = env.REPO / "bench-results"
 
@@ -84,7 +87,7 @@ def measure(a: argparse.Namespace, user: env.User, work: env.Workdir) -> dict[st
 
     if "idle" not in a.phases:
         run_local()
-    if not set(a.phases) & {"cold", "concurrent", *NEEDS_JOB}:
+    if not set(a.phases) & {"cold", "concurrent", "queue", *NEEDS_JOB}:
         return raw
     daemon = env.Daemon(user, work)
     env.log(f"islurmd for {user.name}: pid {daemon.start()} (Slurm wrappers first on its PATH)")
@@ -99,6 +102,7 @@ def measure(a: argparse.Namespace, user: env.User, work: env.Workdir) -> dict[st
         "ssh-throughput": lambda: remote.throughput(ctx, n["ssh"], n["bytes"]),
         # The local phases need neither Slurm nor islurmd: they use the first idle window.
         "idle": lambda: remote.idle(ctx, daemon.pid, n["window"], (1, 20), run_local),
+        "queue": lambda: queue.measure(ctx),
     }
     try:
         for phase, step in steps.items():

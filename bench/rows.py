@@ -188,6 +188,8 @@ def build(raw: dict[str, Any]) -> list[Row]:
         )
     if "idle" in raw:
         rows += _idle_rows(raw["idle"])
+    if "queue" in raw:
+        rows += queue_rows(raw["queue"])
     return rows
 
 
@@ -270,3 +272,35 @@ def _idle_rows(idle: dict[str, Any]) -> list[Row]:
         )
     )
     return rows
+
+
+def queue_rows(q: dict[str, Any]) -> list[Row]:
+    """Issue 15: Slurm calls of `profiles --available` in a loop and of waiting connects."""
+    loops, waiters, window = q["loops"], q["waiters"], q["window"]
+    per_call = q["available_calls"] / loops
+    waiting_rate = q["waiting_calls"] / window
+    return [
+        Row(
+            f"Slurm calls: profiles --available x{loops} in a loop",
+            "calls",
+            summary([float(q["available_calls"])]),
+            {"wall per call (s)": summary(q["available_seconds"])},
+            per_call,
+            "calls per run",
+            "≤ 1 per run (cached)",
+            per_call <= 1.0,
+            f"by tool {q['available_tools']}: one sinfo per refresh, sbatch --test-only only "
+            "for profiles that do not fit, each answer reused 30 s",
+        ),
+        Row(
+            f"Slurm calls: {waiters} connects waiting at once, {window:.0f} s",
+            "calls",
+            summary([float(q["waiting_calls"])]),
+            {},
+            waiting_rate,
+            "calls/s",
+            "≤ 5 calls/s (shared polls)",
+            waiting_rate <= 5.0,
+            f"by tool {q['waiting_tools']}",
+        ),
+    ]

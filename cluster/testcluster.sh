@@ -40,10 +40,11 @@ SPOOL_DIR=$BASE/spool
 GPU_DIR=$BASE/gpu
 CREATED=$BASE/created
 LOCK_FILE=$BASE/.lock
+MODULE_DIR=$BASE/modulefiles
 
 PACKAGES=(slurmctld slurmd slurm-client munge openssh-server openssh-client
     netcat-openbsd socat iproute2 python3 python3-venv git util-linux procps
-    podman runc uidmap slirp4netns fuse-overlayfs debootstrap tar)
+    podman runc uidmap slirp4netns fuse-overlayfs debootstrap tar lmod)
 
 # Slurm commands must read our /etc/slurm/slurm.conf, nothing else.
 unset SLURM_CONF
@@ -273,6 +274,19 @@ install_packages() {
         unrecord "policy-rc.d $POLICY_RC"
     fi
     ((rc == 0)) || die "apt-get failed (exit $rc)"
+}
+
+# ---------------------------------------------------------------- test modules
+# A private MODULEPATH for Lmod (Debian's lmod package): testmod/1.0 sets a variable and puts
+# a command on PATH. Tcl modulefiles: Environment Modules reads them as well.
+write_test_modules() {
+    mkdir -p "$MODULE_DIR/testmod" "$MODULE_DIR/bin"
+    chmod 0755 "$BASE" "$MODULE_DIR" "$MODULE_DIR/testmod" "$MODULE_DIR/bin"
+    printf '%s\n' '#%Module1.0' '## islurm-testcluster: a test module' \
+        'setenv TESTMOD_LOADED 1.0' "prepend-path PATH $MODULE_DIR/bin" >"$MODULE_DIR/testmod/1.0"
+    printf '%s\n' '#!/bin/sh' 'echo "hello from testmod"' >"$MODULE_DIR/bin/testmod-hello"
+    chmod 0644 "$MODULE_DIR/testmod/1.0"
+    chmod 0755 "$MODULE_DIR/bin/testmod-hello"
 }
 
 # ---------------------------------------------------------------- users
@@ -623,6 +637,7 @@ cmd_up() {
     need_root
     take_lock
     install_packages
+    write_test_modules
     if cluster_healthy; then
         log "cluster already up; nothing to do"
         summary
@@ -690,7 +705,8 @@ do_down() {
                 unrecord "$line"
             done < <(cat "$CREATED")
         fi
-        rm -rf "${BASE:?}/state" "${BASE:?}/spool" "${BASE:?}/gpu" "${BASE:?}/run" "${BASE:?}/pids" "${BASE:?}/log"
+        rm -rf "${BASE:?}/state" "${BASE:?}/spool" "${BASE:?}/gpu" "${BASE:?}/run" "${BASE:?}/pids" "${BASE:?}/log" \
+            "$MODULE_DIR"
         [[ -s $CREATED ]] || rm -f "$CREATED"
     fi
 }
@@ -766,6 +782,7 @@ cmd_env() {
     echo "ISLURM_TEST_USER2=$TEST_USER2"
     echo "ISLURM_TEST_NODES=\"${NODES[*]}\""
     echo "ISLURM_TEST_CLUSTER_DIR=$BASE"
+    echo "ISLURM_TEST_MODULEPATH=$MODULE_DIR"
 }
 
 usage() {

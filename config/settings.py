@@ -40,6 +40,11 @@ class Profile:
     idle_grace: float = 600.0
     walltime_warnings: tuple[float, ...] = (600.0, 120.0)
     connect_timeout: float = 1800.0
+    #: profiles that serve a connect whose job has not started after `fallback_after`
+    fallbacks: tuple[str, ...] = ()
+    fallback_after: float = 120.0
+    keep_pending: bool = False  # keep the job that did not start (the next connect gets it)
+    modules: tuple[str, ...] = ()  # environment modules the job loads once at its start
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,8 @@ _SECTIONS: dict[str, set[str]] = {
     },
     "containers": {"cache_dir", "cache_limit", "project_roots", "binds", "images"},
 }
-_PROFILE_KEYS = {"description", "sbatch", *_SECTIONS["defaults"]}
+_QUEUE_KEYS = {"fallbacks", "fallback_after", "keep_pending", "modules"}
+_PROFILE_KEYS = {"description", "sbatch", *_SECTIONS["defaults"], *_QUEUE_KEYS}
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -312,6 +318,43 @@ def _sbatch_options(value: object, r: _Reader, dotted: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _words(
+    t: dict[str, Any], key: str, r: _Reader, prefix: str, base: tuple[str, ...]
+) -> tuple[str, ...]:
+    if key not in t:
+        return base
+    value = t[key]
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v.strip() and not re.search(r"\s", v) for v in value
+    ):
+        raise r.fail(f"{prefix}.{key}", "expected a list of names without spaces")
+    return tuple(value)
+
+
+def _queue_options(t: dict[str, Any], r: _Reader, prefix: str, base: Profile) -> dict[str, Any]:
+    """fallbacks, fallback_after, keep_pending, modules: a profile's own, never inherited
+    from [defaults]."""
+    keep = t.get("keep_pending", base.keep_pending)
+    if not isinstance(keep, bool):
+        raise r.fail(f"{prefix}.keep_pending", "expected true or false")
+    return {
+        "fallbacks": _words(t, "fallbacks", r, prefix, base.fallbacks),
+        "fallback_after": r.duration(t, "fallback_after", prefix, base.fallback_after),
+        "keep_pending": keep,
+        "modules": _words(t, "modules", r, prefix, base.modules),
+    }
+
+
+def _check_fallbacks(profiles: dict[str, Profile], r: _Reader) -> None:
+    for name, p in profiles.items():
+        for fb in p.fallbacks:
+            if fb == name or fb not in profiles:
+                raise r.fail(
+                    f"{_dotted('profiles', name)}.fallbacks",
+                    f"{fb!r} is not another profile; known: {', '.join(sorted(profiles))}",
+                )
+
+
 def _profiles(
     raw: dict[str, Any], r: _Reader, defaults: Profile, base: dict[str, Profile]
 ) -> dict[str, Profile]:
@@ -336,7 +379,9 @@ def _profiles(
             sbatch=sbatch,
             description=r.string(body, "description", prefix, inherited.description),
             **_session_options(body, r, prefix, inherited),
+            **_queue_options(body, r, prefix, inherited if name in out else Profile("", ())),
         )
+    _check_fallbacks(out, r)
     return out
 
 
@@ -355,6 +400,7 @@ def _layer(raw: dict[str, Any], r: _Reader, base: Settings) -> Settings:
             sbatch=p.sbatch,
             description=p.description,
             **_session_options({}, r, "defaults", new_defaults),
+            **_queue_options({}, r, "defaults", p),
         )
         for n, p in base.profiles.items()
     }

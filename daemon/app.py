@@ -17,6 +17,7 @@ from islurm.config import paths
 from islurm.config.protocol import PROTOCOL
 from islurm.config.settings import ConfigError, Settings, load_settings
 from islurm.daemon import version
+from islurm.daemon.availability import Availability
 from islurm.daemon.handed import HandedSessions, Ledger
 from islurm.daemon.jobcontrol import HookSetup, JobControl
 from islurm.daemon.jobs import Job, JobTable
@@ -76,12 +77,9 @@ class Daemon:
                 ca_dir=opts.ca_dir,
             ),
         )
+        self.avail = Availability(self.slurm, lambda: self.settings, self.table, self._waited_for)
         self.manager = SessionManager(
-            lambda: self.settings,
-            self.table,
-            self.records,
-            self.watcher,
-            self.jobs,
+            lambda: self.settings, self.table, self.records, self.watcher, self.jobs, self.avail
         )
         self.handed = HandedSessions(self.manager, Ledger(paths.direct_ledger(opts.state_dir)))
         methods = build_methods(self.manager, self.status, self.reload, self.handed)
@@ -92,6 +90,10 @@ class Daemon:
         self._watch_scope = trio.CancelScope()
         self.updates = UpdateChecker(lambda: self.settings, opts.state_dir, self._handover)
         self._nursery: trio.Nursery | None = None
+
+    def _waited_for(self) -> bool:
+        """Someone waits for a job that has not started: keep what starts now fresh."""
+        return any(j.live and j.leases and not j.state.is_running for j in self.table)
 
     def _idle_grace(self, profile: str) -> float:
         p = self.settings.profiles.get(profile)
@@ -132,6 +134,7 @@ class Daemon:
             "submissions": self.jobs.submissions,
             "ports": len(self.ports.held()),
             "update": self.updates.status(),
+            "availability_checks": self.avail.refreshes,
         }
 
     def reload(self) -> str | None:
@@ -229,6 +232,7 @@ class Daemon:
             )
             await nursery.start(self._watch)
             nursery.start_soon(self.handed.restore)
+            await nursery.start(self.avail.run)
             nursery.start_soon(self._exit_when_unused, nursery)
             await nursery.start(self.updates.run)
             task_status.started()

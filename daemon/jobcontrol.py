@@ -101,6 +101,7 @@ class JobControl:
                 # the profile's runtime is for the profile's image; another one goes by its kind
                 runtime=profile.runtime if source_image == profile.container else "",
                 binds=(*containers.project_roots, *containers.binds),
+                modules=profile.modules,
             )
         )
         notify("session.progress", note(f"submitting a job for profile {profile.name}"))

@@ -8,16 +8,18 @@ import itertools
 import os
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 import trio
 
 from islurm.config.images import image_key
 from islurm.config.settings import Profile, Settings
-from islurm.daemon import progress
+from islurm.daemon import fallback, progress
+from islurm.daemon.availability import Availability
 from islurm.daemon.direct import SshClient
 from islurm.daemon.errors import Code, RpcFault
+from islurm.daemon.giveup import give_up
 from islurm.daemon.jobcontrol import JobControl, Notify
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.progress import note, progress_params
@@ -45,6 +47,8 @@ class Lease:
     submitted: bool = False
     direct: bool = False  # ssh takes the socket (ProxyUseFdpass)
     client: SshClient | None = None  # that ssh, pinned: it holds the lease once handed over
+    requested: str = ""  # the profile the client asked for (`profile` is what serves it)
+    tried: set[str] = field(default_factory=set)  # profiles given up on (fallbacks)
 
 
 class SessionManager:
@@ -55,9 +59,10 @@ class SessionManager:
         records: RecordStore,
         watcher: Watcher,
         jobs: JobControl,
+        avail: Availability | None = None,
     ) -> None:
         self.settings, self.table, self.records = settings, table, records
-        self.watcher, self.jobs = watcher, jobs
+        self.watcher, self.jobs, self.avail = watcher, jobs, avail
         self.leases: dict[str, Lease] = {}
         self._locks: defaultdict[tuple[str, str], trio.Lock] = defaultdict(trio.Lock)
         self._ids = itertools.count(1)
@@ -123,7 +128,9 @@ class SessionManager:
         return len(self._waiting)
 
     def new_lease(self, profile: str, image: str | None = None) -> Lease:
-        lease = Lease(id=f"L{os.getpid()}-{next(self._ids)}", profile=profile, image=image)
+        lease = Lease(
+            id=f"L{os.getpid()}-{next(self._ids)}", profile=profile, image=image, requested=profile
+        )
         self.leases[lease.id] = lease
         return lease
 
@@ -133,6 +140,10 @@ class SessionManager:
         self._unbind(lease)
         lease.job_id = job.job_id
         job.bind(lease.id)
+
+    def release_job(self, lease: Lease) -> None:
+        """The lease stops holding its job (a fallback serves it instead)."""
+        self._unbind(lease)
 
     def _unbind(self, lease: Lease) -> None:
         old = self.table.get(lease.job_id) if lease.job_id else None
@@ -185,7 +196,7 @@ class SessionManager:
                 notify("session.failed", bye.as_params(job_id=lease.job_id))
                 return
             if scope.cancelled_caught:
-                await self._give_up(lease, limit, notify)
+                await give_up(self, lease, limit, notify)
                 return
         if on_ready is not None:
             # Before "ready": a client may hang up as soon as it hears that.
@@ -200,6 +211,8 @@ class SessionManager:
         """A shim whose daemon restarted re-takes its lease on a running job."""
         await self.watcher.synced.wait()
         job = self.table.get(job_id)
+        if job is not None and fallback.serves(self.settings(), lease.profile, job.profile):
+            lease.profile = job.profile  # the session had been served by a fallback
         if job is None or not job.live or job.profile != lease.profile:
             state = job.state.value if job else "GONE"
             notify(
@@ -273,12 +286,15 @@ class SessionManager:
             if not job.probing:
                 self._start_probe(job)
             now = trio.current_time()
-            params = progress_params(job, self.watcher.error, now - t0)
+            view = self.avail.view if self.avail else None
+            target = fallback.choose(profile, job, now - t0, view, lease.tried)
+            if target:
+                profile = await fallback.switch(self, lease, job, profile, target, now - t0, notify)
+                continue
+            params = progress_params(job, self.watcher.error, now - t0, view, profile.fallbacks)
             key = (
-                params["job_id"],
-                params["state"],
-                params["reason"],
-                params["start_time"],
+                *(params[k] for k in ("job_id", "state", "reason", "estimated_start")),
+                tuple(params["starts_now"]),
                 self.watcher.error,
             )
             if key != said[0] or now - said[1] >= HEARTBEAT:
@@ -287,7 +303,9 @@ class SessionManager:
             if not kicked:
                 kicked = True
                 self.watcher.kick()
-            with trio.move_on_after(HEARTBEAT):
+                if self.avail is not None:
+                    self.avail.wake()
+            with trio.move_on_after(fallback.wait_limit(profile, now - t0, HEARTBEAT)):
                 await job.wait_changed()
 
     async def _job_for(
@@ -326,17 +344,3 @@ class SessionManager:
                 notify("session.progress", note(message))
             with trio.move_on_after(1):
                 await self.watcher.synced.wait()
-
-    async def _give_up(self, lease: Lease, limit: float, notify: Notify) -> None:
-        job = self.table.get(lease.job_id) if lease.job_id else None
-        message = f"gave up after {limit:.0f} s (connect_timeout)"
-        if job is not None and lease.submitted and job.leases <= {lease.id} and job.live:
-            with trio.CancelScope(shield=True):
-                await self.jobs.cancel_jobs([job], why="connect timeout")
-            message += f"; cancelled job {job.job_id}, which this connect had submitted"
-        elif job is not None:
-            message += f"; job {job.job_id} stays queued for its other users"
-        notify(
-            "session.failed",
-            RpcFault(Code.CONNECT_TIMEOUT, message).as_params(job_id=lease.job_id),
-        )

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from types import FrameType
 
 from islurm.config import paths, records
-from islurm.sessionhooks import hostkey, jobinfo, sshd, terminals
+from islurm.sessionhooks import hostkey, jobinfo, modules, sshd, terminals
 from islurm.sessionhooks.container.base import ContainerError
 from islurm.sessionhooks.container.job import JobContainer, job_container
 from islurm.sessionhooks.sessions import SessionCount
@@ -265,6 +265,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image", default="", help="run every session in this container image")
     p.add_argument("--runtime", default="", help="enroot, apptainer or podman (default: by image)")
     p.add_argument("--bind", action="append", default=[], help="host dir mounted in the container")
+    p.add_argument("--module", action="append", default=[], help="environment module to load")
     return p.parse_args(argv)
 
 
@@ -290,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     end: float | None = None
     try:
+        # First: a module that does not load fails the job before anything else starts.
+        env = {**job_environment(), **modules.load(args.module, jobdir)}
         key = os.path.join(jobdir, "ssh_host_ed25519_key")
         # The daemon passes the profile's time limit; Slurm is asked only when it could not.
         end = started + args.time_limit if args.time_limit else jobinfo.end_time(job_id)
@@ -299,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         penalties = sshd.per_source_penalties_supported(binary, args.state_dir)
         if args.image:  # started before sshd: no session can arrive before its container
             container = job_container(
-                job_id, args.image, args.runtime, args.bind, jobdir, job_environment(), node, say
+                job_id, args.image, args.runtime, args.bind, jobdir, env, node, say
             )
         force = container.start() if container else None
         base = sshd.SshdConfig(
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             host_key=key,
             user=user,
             host_cert=cert,
-            env=job_environment(),
+            env=env,
             per_source_penalties=penalties,
             penalty_exempt=login_node_addresses() if penalties else (),
             force_command=force,
@@ -330,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"stopping on {stop}")
         if proc is not None:
             tell_ending(proc.pid, job_id, args.profile, end)
-    except (sshd.SshdError, ContainerError) as exc:
+    except (sshd.SshdError, ContainerError, modules.ModuleError) as exc:
         _fail(jobs, job_id, str(exc))
         code = 1
     except (OSError, ValueError) as exc:

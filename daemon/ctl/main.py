@@ -19,6 +19,7 @@ from islurm.daemon.ctl import (
     doctor,
     laptop,
     purge,
+    queue,
     service,
     sessions,
     setup,
@@ -49,7 +50,12 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     jobs = call(args, "session.list")["jobs"]
+    for job in jobs:
+        job["idle"] = queue.idle_words(job)
+        job["serves"] = ", ".join(job.get("fallback_for") or [])
     if args.json:
+        for job in jobs:
+            del job["idle"], job["serves"]
         print(json.dumps(jobs, indent=2))
     elif not jobs:
         print("no islurm jobs")
@@ -65,6 +71,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                     ("USED", "time_used"),
                     ("LEFT", "time_left"),
                     ("SESSIONS", "sessions"),
+                    ("IDLE CANCEL", "idle"),
+                    ("FALLBACK FOR", "serves"),
                     ("CONTAINER", "container"),
                     ("REASON", "reason"),
                 ],
@@ -125,6 +133,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"  {'sessions:':11}{status['leases']} open, {status['submissions']} jobs submitted",
         *update.status_lines(status.get("update")),
     ]
+    for job in call(args, "session.list")["jobs"]:
+        lines.append(
+            f"  job {job['job_id']} ({job['profile']}) {job['state']}: "
+            f"{job['sessions']} session(s), {job['time_left'] or '?'} left, "
+            + queue.idle_words(job)
+        )
     for line in lines:
         print(terminal_safe(line, one_line=True))
     return 0
@@ -132,6 +146,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_profiles(args: argparse.Namespace) -> int:
     from dataclasses import asdict
+
+    if args.available:
+        return queue.show_available(args)
 
     settings = common.settings(args)
     profiles = {n: asdict(p) for n, p in sorted(settings.profiles.items())}
@@ -226,7 +243,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--all", action="store_true", help="cancel every islurm job")
     add("status", cmd_status, "show the daemon's state")
     add("reload", cmd_reload, "make islurmd re-read its config (a bad one is refused)")
-    add("profiles", cmd_profiles, "show the resolved profiles")
+    pr = add("profiles", cmd_profiles, "show the resolved profiles")
+    pr.add_argument(
+        "--available",
+        action="store_true",
+        help="whether each profile's job would start now, else when (asks islurmd)",
+    )
     s = add("ssh-config", cmd_ssh_config, "print ssh config blocks for the profiles", False)
     s.add_argument("--login", help="login node host name as your laptop reaches it")
     s.add_argument(

@@ -12,12 +12,13 @@ import structlog
 from jsonrpcserver import Error, InvalidParams, Result, Success, dispatch
 
 from islurm.config import protocol as proto
-from islurm.daemon import direct, version
+from islurm.daemon import direct, jobview, version
 from islurm.daemon import gpuswap as swap
 from islurm.daemon.errors import Code, RpcFault
 from islurm.daemon.handed import HandedSessions, Ledger
 from islurm.daemon.manager import SessionManager
 from islurm.daemon.rpc.server import Connection, deserialize
+from islurm.daemon.slurm.client import SlurmError
 
 log = structlog.get_logger("islurm.rpc")
 
@@ -201,7 +202,7 @@ def build_methods(
         )
 
     def list_(ctx: Connection) -> Result:
-        return Success({"jobs": manager.jobs.describe()})
+        return Success({"jobs": jobview.describe(manager)})
 
     def cancel(ctx: Connection, target: object) -> Result:
         what = _str("target", target, max_len=64)
@@ -219,6 +220,24 @@ def build_methods(
         ctx.after_reply(work)
         return Success({"target": what, "pending": True})
 
+    def available(ctx: Connection) -> Result:
+        """Would each profile's job start now? Answered by a notification (cached view)."""
+        avail = manager.avail
+        if avail is None:
+            raise RpcFault(Code.INTERNAL, "this daemon does not look at the queue")
+
+        async def work() -> None:
+            try:
+                view = await avail.get()
+            except SlurmError as exc:  # only a crash of the view itself: verdicts keep theirs
+                fault = RpcFault(Code.SLURM_UNREACHABLE, exc.message)
+                ctx.notify("profiles.available.done", {"error": fault.as_params()})
+                return
+            ctx.notify("profiles.available.done", view.as_json())
+
+        ctx.after_reply(work)
+        return Success({"pending": True})
+
     def daemon_status(ctx: Connection) -> Result:
         return Success(status())
 
@@ -234,6 +253,7 @@ def build_methods(
         "session.gpuswap": gpuswap,
         "session.list": list_,
         "session.cancel": cancel,
+        "profiles.available": available,
         "daemon.status": daemon_status,
         "daemon.reload": daemon_reload,
     }

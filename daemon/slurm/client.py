@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import structlog
 import trio
 
+from islurm.daemon.slurm.capacity import SINFO_FORMAT, NodeFree, parse_sinfo_nodes
 from islurm.daemon.slurm.parse import (
     SQUEUE_FORMAT,
     SlurmParseError,
@@ -75,6 +76,10 @@ class SlurmClient(abc.ABC):
     @abc.abstractmethod
     async def test_submit(self, options: Sequence[str]) -> str:
         """`sbatch --test-only`: Slurm's verdict on options without submitting."""
+
+    @abc.abstractmethod
+    async def nodes(self) -> list[NodeFree]:
+        """What is free on every node, per partition, in one call (`sinfo -N`)."""
 
 
 class SlurmCli(SlurmClient):
@@ -146,6 +151,8 @@ class SlurmCli(SlurmClient):
 
     async def test_submit(self, options: Sequence[str]) -> str:
         argv = [self._cmd("sbatch"), "--test-only", *options]
+        self.calls += 1
+        log.debug("slurm.call", argv=argv)
         # --test-only answers on stderr, also on success.
         try:
             with trio.fail_after(self.timeout):
@@ -165,6 +172,14 @@ class SlurmCli(SlurmClient):
             cls = SlurmUnreachable if is_controller_unreachable(err) else SlurmError
             raise cls(argv, proc.returncode, "", err)
         return err.strip()
+
+    async def nodes(self) -> list[NodeFree]:
+        argv = [self._cmd("sinfo"), "--noheader", "--Node", "-O", SINFO_FORMAT]
+        out = await self._call(argv)
+        try:
+            return parse_sinfo_nodes(out)
+        except SlurmParseError as exc:
+            raise SlurmOutputError(argv, out, exc) from None
 
 
 __all__ = ["SlurmCli", "SlurmClient", "SlurmError", "SlurmOutputError", "SlurmUnreachable"]

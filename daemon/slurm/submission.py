@@ -24,6 +24,7 @@ class HookCommand:
     image: str = ""  # the container every session runs in (already the cached copy)
     runtime: str = ""
     binds: Sequence[str] = ()
+    modules: Sequence[str] = ()  # environment modules loaded once, before sshd starts
 
     def argv(self) -> list[str]:
         argv = [
@@ -43,6 +44,8 @@ class HookCommand:
             argv += ["--time-limit", str(self.time_limit)]
         if self.premade_key:
             argv.append("--premade-key")
+        for module in self.modules:
+            argv += ["--module", module]
         if self.image:
             argv += ["--image", self.image]
             if self.runtime:

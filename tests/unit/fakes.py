@@ -26,6 +26,7 @@ from islurm.config.settings import load_settings
 from islurm.daemon.app import Daemon, Options
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.rpc.methods import build_methods, make_dispatch
+from islurm.daemon.slurm.capacity import NodeFree, parse_sinfo_nodes
 from islurm.daemon.slurm.client import SlurmClient, SlurmError, SlurmUnreachable
 from islurm.daemon.slurm.parse import SEP, SqueueRow, parse_squeue
 
@@ -74,11 +75,26 @@ def rejected(message: str) -> SlurmError:
     return SlurmError(["sbatch", "--parsable"], 1, "", message + "\n")
 
 
+#: `sbatch --test-only` on Slurm 22.05 (stderr) for a job that starts at once (any time in
+#: the past is "now")
+TEST_ONLY_NOW = (
+    "sbatch: Job 153 to start at 2020-01-01T00:00:00 using 1 processors on nodes c1 "
+    "in partition interactive"
+)
+
+
 @dataclass(frozen=True)
 class Call:
     method: str
     args: tuple[Any, ...]
     at: float
+
+
+#: `sinfo -h -N -O SINFO_FORMAT` of an idle cluster with room for any built-in profile
+IDLE_SINFO = """\
+c1|interactive*|0/64/0/64|524288|0|gpu:8|gpu:0|idle
+c1|gpu|0/64/0/64|524288|0|gpu:8|gpu:0|idle
+"""
 
 
 class FakeSlurm(SlurmClient):
@@ -88,7 +104,7 @@ class FakeSlurm(SlurmClient):
     (sync or async) returning either. `script` queues one-shot answers; `always` sets the
     answer used once the queue is empty."""
 
-    METHODS = ("submit", "query", "cancel", "test_submit", "constraints")
+    METHODS = ("submit", "query", "cancel", "test_submit", "constraints", "nodes")
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -103,6 +119,12 @@ class FakeSlurm(SlurmClient):
     def always(self, method: str, answer: Any) -> FakeSlurm:
         self._standing[method] = answer
         return self
+
+    def quiet_queue(self) -> FakeSlurm:
+        """Standing answers for the availability view (what starts now): an empty cluster
+        where every job would start at once."""
+        self.always("test_submit", TEST_ONLY_NOW)
+        return self.always("nodes", parse_sinfo_nodes(IDLE_SINFO))
 
     def stop(self, method: str) -> None:
         """From now on any call of `method` is unexpected."""
@@ -147,6 +169,9 @@ class FakeSlurm(SlurmClient):
 
     async def test_submit(self, options: Any) -> str:
         return str(await self._answer("test_submit", list(options)))
+
+    async def nodes(self) -> list[NodeFree]:
+        return list(await self._answer("nodes"))
 
     async def constraints(self, job_id: str) -> list[str]:
         return list(await self._answer("constraints", job_id))

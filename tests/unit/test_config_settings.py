@@ -178,7 +178,8 @@ def test_typo_key_names_file_line_key_and_the_allowed_keys(
     err = refusal(path, '# my config\n\n[profiles.cpu]\ndescription = "x"\nidel_grace = "5m"\n')
     assert str(err) == (
         f"{path}:5: profiles.cpu.idel_grace: unknown key; allowed here: connect_timeout, "
-        "container, description, idle_grace, image, runtime, sbatch, walltime_warnings"
+        "container, description, fallback_after, fallbacks, idle_grace, image, keep_pending, "
+        "modules, runtime, sbatch, walltime_warnings"
     )
     assert (err.path, err.line, err.key) == (path, 5, "profiles.cpu.idel_grace")
 

@@ -89,11 +89,15 @@ def test_status_sanitizes_the_watcher_error(
         "leases": 0,
         "submissions": 0,
     }
-    monkeypatch.setattr(ctl, "call", lambda args, method, **kw: status)
+    job = {"job_id": "7", "profile": "cpu", "state": HOSTILE, "sessions": 0, "time_left": "1:00"}
+    job |= {"idle_grace": 600, "idle_cancel_in": 75.0}
+    answers = {"daemon.status": status, "session.list": {"jobs": [job]}}
+    monkeypatch.setattr(ctl, "call", lambda args, method, **kw: answers[method])
     assert ctl.main(["status"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "forged line" in out and not any(ln.startswith("forged") for ln in out.splitlines())
+    assert "cancelled in 1m15s unless someone connects" in out
 
 
 def test_errors_from_the_daemon_are_sanitized(

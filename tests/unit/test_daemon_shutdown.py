@@ -75,6 +75,7 @@ async def test_term_tells_waiting_connects_to_retry_and_leaves_sessions_alone(
     sock_dir: str, tmp_path: Path
 ) -> None:
     slurm = FakeSlurm().always("query", rows(running_line("4242"), squeue_line("4243", "gpu")))
+    slurm.quiet_queue()
     daemon, state = make_daemon(tmp_path, slurm, "[daemon]\nshutdown_grace = 0.5\n")
     write_record(state, "4242")
     path = os.path.join(sock_dir, "islurmd.sock")
@@ -110,7 +111,7 @@ async def test_a_connect_that_gets_ready_within_the_grace_is_served(
     sock_dir: str, tmp_path: Path
 ) -> None:
     answer = [rows(squeue_line("4243", "gpu"))]
-    slurm = FakeSlurm().always("query", lambda: answer[0])
+    slurm = FakeSlurm().always("query", lambda: answer[0]).quiet_queue()
     daemon, state = make_daemon(tmp_path, slurm, "[daemon]\nshutdown_grace = 30\n")
     path = os.path.join(sock_dir, "islurmd.sock")
     with trio.fail_after(GUARD):

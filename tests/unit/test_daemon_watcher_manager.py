@@ -271,7 +271,11 @@ async def test_duplicate_pending_jobs_the_oldest_is_waited_for(
         with trio.fail_after(GUARD):
             said = await notes.wait_for("session.progress", pending)
     assert said["job_id"] == "4249"
-    assert said["message"] == "job 4249 (cpu) pending, reason: Priority [0s]"
+    assert (
+        said["message"]
+        == "job 4249 (cpu) pending; waiting because jobs with higher priority are ahead of it "
+        "in the queue (Priority) [0s]"
+    )
 
 
 async def test_a_job_about_to_reach_its_limit_is_not_handed_out_a_new_one_is_submitted(
