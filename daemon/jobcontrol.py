@@ -44,6 +44,7 @@ class HookSetup:
     state_dir: str
     workdir: str
     ca_dir: str | None = None  # the login-node CA that signs each job's host key
+    hook_script: str = ""  # sessionhooks/main.py of this install: run as a file (HookCommand)
 
 
 class JobControl:
@@ -91,6 +92,7 @@ class JobControl:
         script = job_script(
             HookCommand(
                 python=self.hook.python,
+                script=self.hook.hook_script,
                 state_dir=self.hook.state_dir,
                 port_lease=port,
                 profile=profile.name,

@@ -2,31 +2,46 @@
 
 It starts a per-job sshd (fresh host key, this user only, keys only) on the leased port or a
 free one, writes the readiness record when sshd listens, and cleans everything up on TERM.
-Stdlib only: it runs with whatever Python the login node's install points at."""
+Stdlib only: it runs with whatever Python the login node's install points at.
+
+Its start-up is part of every cold connect: the job runs this file directly as
+``<venv>/bin/python -I -S <site-packages>/islurm/sessionhooks/main.py ...`` (no site import),
+parses its own argv without argparse when it can, and loads the container layer only for a
+job with an image."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
+import sys
+
+if __name__ == "__main__" and not __package__:
+    # Run as a file under -I -S: site-packages is three levels up, taken from the path as
+    # given (the dev tree's islurm/sessionhooks is a symlink: resolving it loses islurm/).
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import dataclasses
 import pwd
 import select
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from types import FrameType
+from types import FrameType, SimpleNamespace
 
 from islurm.config import paths, records
 from islurm.sessionhooks import hostkey, jobinfo, sshd, terminals
-from islurm.sessionhooks.container.base import ContainerError
-from islurm.sessionhooks.container.job import JobContainer, job_container
+from islurm.sessionhooks.container.errors import ContainerError
 from islurm.sessionhooks.sessions import SessionCount
 from islurm.sessionhooks.walltime import WalltimeWarnings, format_left
+
+TYPE_CHECKING = False  # `typing` costs the job's start 2-5 ms
+if TYPE_CHECKING:
+    import argparse
+
+    from islurm.sessionhooks.container.job import JobContainer
 
 LISTEN_TIMEOUT = 20.0
 BIND_ATTEMPTS = 5
@@ -251,7 +266,9 @@ def tell_ending(sshd_pid: int, job_id: str, profile: str, end: float | None) -> 
     say(f"end notice sent to {count} terminal(s): {message}")
 
 
-def _args(argv: list[str] | None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="islurm-sessionhook", description="Start the per-job sshd (run by islurm's job)."
     )
@@ -265,7 +282,60 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image", default="", help="run every session in this container image")
     p.add_argument("--runtime", default="", help="enroot, apptainer or podman (default: by image)")
     p.add_argument("--bind", action="append", default=[], help="host dir mounted in the container")
-    return p.parse_args(argv)
+    return p
+
+
+#: the options _parser() knows, with how each value is read (None: a flag; a list: appended)
+_OPTIONS: dict[str, tuple[type, object]] = {
+    "--state-dir": (str, None),
+    "--port-lease": (int, 0),
+    "--profile": (str, None),
+    "--ca-dir": (str, None),
+    "--premade-key": (bool, False),
+    "--warn-before": (float, []),
+    "--time-limit": (int, None),
+    "--image": (str, ""),
+    "--runtime": (str, ""),
+    "--bind": (str, []),
+}
+
+
+def _fast_args(argv: list[str]) -> SimpleNamespace | None:
+    """The argv the job script gives (`--opt value` pairs and flags), parsed as _parser()
+    would, without importing argparse (10 ms of a cold connect); None for anything else
+    (help, an unknown or abbreviated option, a bad value, a missing one): argparse decides."""
+    values: dict[str, object] = {
+        k: list(v) if isinstance(v, list) else v for k, (_, v) in _OPTIONS.items()
+    }
+    i = 0
+    while i < len(argv):
+        opt = argv[i]
+        if opt not in _OPTIONS:
+            return None
+        kind, default = _OPTIONS[opt]
+        if kind is bool:
+            values[opt] = True
+            i += 1
+            continue
+        if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+            return None  # argparse tells values from options its own way
+        try:
+            value = kind(argv[i + 1])
+        except ValueError:
+            return None
+        if isinstance(default, list):
+            values[opt].append(value)  # type: ignore[attr-defined]
+        else:
+            values[opt] = value
+        i += 2
+    if values["--state-dir"] is None or values["--profile"] is None:
+        return None
+    return SimpleNamespace(**{k[2:].replace("-", "_"): v for k, v in values.items()})
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace | SimpleNamespace:
+    given = sys.argv[1:] if argv is None else argv
+    return _fast_args(given) or _parser().parse_args(given)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         binary = sshd.find_sshd()
         penalties = sshd.per_source_penalties_supported(binary, args.state_dir)
         if args.image:  # started before sshd: no session can arrive before its container
+            from islurm.sessionhooks.container.job import job_container
+
             container = job_container(
                 job_id, args.image, args.runtime, args.bind, jobdir, job_environment(), node, say
             )

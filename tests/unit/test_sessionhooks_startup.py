@@ -1,0 +1,78 @@
+"""The session hook's start-up (sessionhooks/main.py): run as a file under `-I -S` it finds
+its package, parses the job script's argv as argparse would without importing argparse, and
+loads the container layer only for a job with an image."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from islurm.daemon.slurm.submission import HookCommand
+from islurm.sessionhooks import main as hook
+
+DEV = Path(__file__).resolve().parents[2] / ".dev"
+SCRIPT = DEV / "islurm" / "sessionhooks" / "main.py"
+
+
+@pytest.mark.parametrize(
+    "hook_command",
+    [
+        HookCommand(python="py", state_dir="/s", port_lease=0, profile="cpu"),
+        HookCommand(
+            python="py",
+            state_dir="/a b/-x",
+            port_lease=20123,
+            profile="gpu-intensive",
+            walltime_warnings=(600.0, 90.5),
+            time_limit=3600,
+            premade_key=True,
+            image="/img/u.sqsh",
+            runtime="enroot",
+            binds=("/project", "/scratch dir"),
+        ),
+    ],
+)
+def test_the_job_scripts_argv_parses_as_argparse_parses_it(hook_command: HookCommand) -> None:
+    argv = hook_command.argv()[3:]  # after python -m islurm.sessionhooks.main
+    fast = hook._fast_args(argv)
+    assert fast is not None
+    assert vars(fast) == vars(hook._parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--profile", "cpu"],  # --state-dir is required
+        ["--state-dir", "/s", "--profile", "cpu", "--port-lease", "x"],
+        ["--state-dir", "/s", "--profile", "cpu", "--nosuch", "1"],
+        ["--state-dir", "/s", "--prof", "cpu"],  # argparse's abbreviations
+        ["--state-dir=/s", "--profile", "cpu"],
+        ["--state-dir", "/s", "--profile", "cpu", "--warn-before", "-5"],
+        ["--state-dir", "/s", "--profile"],
+        ["--help"],
+    ],
+)
+def test_anything_else_is_left_to_argparse(argv: list[str]) -> None:
+    assert hook._fast_args(argv) is None
+
+
+def test_run_as_a_file_without_site_it_loads_only_what_a_plain_job_needs() -> None:
+    probe = (
+        f"import sys; sys.argv = [{str(SCRIPT)!r}]; "
+        f"sys.path.insert(0, {str(DEV)!r}); import islurm.sessionhooks.main; "
+        "print(sorted(m for m in sys.modules if m == 'argparse' or '.container.job' in m))"
+    )
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+    # As the job runs it: the file itself, no site-packages; outside a job it says so.
+    r = subprocess.run(
+        [sys.executable, "-I", "-S", str(SCRIPT), "--state-dir", "/nonexistent", "--profile", "c"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 2 and "SLURM_JOB_ID is not set" in r.stdout + r.stderr, r
