@@ -34,7 +34,7 @@ FLUSH = 1.0  # after the grace: at most this long to tell waiting clients and wr
 IDLE_CHECK = 5.0  # seconds between looks at whether the daemon is still used
 #: the session hook of this very install (the jobs run it with this daemon's Python)
 HOOK_SCRIPT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sessionhooks", "main.py"
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sessionhooks", "launch.py"
 )
 
 

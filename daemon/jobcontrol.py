@@ -44,7 +44,7 @@ class HookSetup:
     state_dir: str
     workdir: str
     ca_dir: str | None = None  # the login-node CA that signs each job's host key
-    hook_script: str = ""  # sessionhooks/main.py of this install: run as a file (HookCommand)
+    hook_script: str = ""  # sessionhooks/launch.py of this install: run as a file (HookCommand)
 
 
 class JobControl:

@@ -4,29 +4,21 @@ It starts a per-job sshd (fresh host key, this user only, keys only) on the leas
 free one, writes the readiness record when sshd listens, and cleans everything up on TERM.
 Stdlib only: it runs with whatever Python the login node's install points at.
 
-Its start-up is part of every cold connect: the job runs this file directly as
-``<venv>/bin/python -I -S <site-packages>/islurm/sessionhooks/main.py ...`` (no site import),
-parses its own argv without argparse when it can, and loads the container layer only for a
+Its start-up is part of every cold connect: the job runs it through sessionhooks/launch.py
+under `python -I -S` (no site import); it parses its own argv without argparse when it can,
+and imports only what a job without an image needs to reach "sshd listening": no
+`subprocess`, `tempfile`, `shutil`, `socket` (`_socket` does), `dataclasses` or `typing`
+(`python -X importtime`: they cost 30 ms of a 70 ms start), and the container layer only for a
 job with an image."""
 
 from __future__ import annotations
 
+import _socket
 import os
-import sys
-
-if __name__ == "__main__" and not __package__:
-    # Run as a file under -I -S: site-packages is three levels up, taken from the path as
-    # given (the dev tree's islurm/sessionhooks is a symlink: resolving it loses islurm/).
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-import dataclasses
 import pwd
 import select
-import shutil
 import signal
-import socket
-import subprocess
-import tempfile
+import sys
 import time
 from collections.abc import Iterator
 from types import FrameType, SimpleNamespace
@@ -116,7 +108,7 @@ def pick_port(preferred: int) -> int:
     for candidate in (preferred, 0):
         if candidate < 0:
             continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
         try:
             s.bind(("0.0.0.0", candidate))  # noqa: S104 - sshd listens on all addresses
             return int(s.getsockname()[1])
@@ -130,9 +122,8 @@ def pick_port(preferred: int) -> int:
 class LineReader:
     """sshd's stderr, line by line, each line into the job's log."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stderr is not None
-        self.fd = proc.stderr.fileno()
+    def __init__(self, proc: sshd.Sshd) -> None:
+        self.fd = proc.stderr_fd
         self.buf = b""
         self.eof = False
 
@@ -158,12 +149,12 @@ class LineReader:
 
 def start_listening(
     cfg_base: sshd.SshdConfig, cfg_path: str, preferred: int, binary: str
-) -> tuple[subprocess.Popen[bytes], int]:
+) -> tuple[sshd.Sshd, int]:
     """Start sshd; retry on another port if the chosen one was taken meanwhile."""
     last = ""
     for attempt in range(BIND_ATTEMPTS):
         port = pick_port(preferred if attempt == 0 else 0)
-        cfg = dataclasses.replace(cfg_base, port=port)
+        cfg = cfg_base.with_port(port)
         fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(cfg.render())
@@ -178,12 +169,12 @@ def start_listening(
     raise sshd.SshdError(f"sshd did not start: {last or 'it wrote nothing'}")
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: sshd.Sshd) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             proc.kill()
             proc.wait()
 
@@ -195,7 +186,7 @@ def login_node_addresses() -> tuple[str, ...]:
     if not host:
         return ()
     try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        infos = _socket.getaddrinfo(host, None, type=_socket.SOCK_STREAM)
     except OSError:
         return ()
     return tuple(sorted({str(info[4][0]) for info in infos}))
@@ -214,7 +205,7 @@ def job_environment() -> dict[str, str]:
 
 
 def serve(
-    proc: subprocess.Popen[bytes],
+    proc: sshd.Sshd,
     job_id: str,
     profile: str,
     leads: list[float],
@@ -344,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     if not job_id.isdigit():
         say("SLURM_JOB_ID is not set: the session hook runs inside a Slurm job")
         return 2
-    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    node = os.environ.get("SLURMD_NODENAME") or _socket.gethostname()
     user = pwd.getpwuid(os.getuid()).pw_name
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(signum, _on_signal)
@@ -354,8 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         say(f"error: {exc}")  # nowhere safe to write a record: the job's log is all there is
         return 1
-    jobdir = tempfile.mkdtemp(prefix=f"islurm-job{job_id}-")  # 0700, node-local
-    proc: subprocess.Popen[bytes] | None = None
+    try:
+        jobdir = job_dir(job_id)
+    except OSError as exc:
+        _fail(jobs, job_id, f"no private directory for the job's sshd files: {exc}")
+        return 1
+    proc: sshd.Sshd | None = None
     container: JobContainer | None = None
     code = 0
     end: float | None = None
@@ -416,9 +411,31 @@ def main(argv: list[str] | None = None) -> int:
             stop_process(proc)
         if container is not None:
             container.stop()
+        import shutil
+
         shutil.rmtree(jobdir, ignore_errors=True)
         SSHD_LOG.close()
     return code
+
+
+def job_dir(job_id: str) -> str:
+    """A new directory for the job's sshd files, 0700, node-local: in $TMPDIR (Slurm may point
+    it at the job's own) or /tmp; what tempfile.mkdtemp does, without its imports."""
+    last: OSError = FileNotFoundError("no temporary directory")
+    for base in dict.fromkeys((os.environ.get("TMPDIR", ""), "/tmp")):  # noqa: S108
+        if not os.path.isabs(base):
+            continue
+        for _ in range(100):
+            path = os.path.join(base, f"islurm-job{job_id}-{os.urandom(5).hex()}")
+            try:
+                os.mkdir(path, 0o700)
+                return path
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                last = exc
+                break
+    raise last
 
 
 def _fail(jobs: str, job_id: str, message: str) -> None:

@@ -24,7 +24,7 @@ class HookCommand:
     image: str = ""  # the container every session runs in (already the cached copy)
     runtime: str = ""
     binds: Sequence[str] = ()
-    #: the hook's main.py, run as a file with `-I -S` (no site import: a faster job start);
+    #: the hook's launch.py, run as a file with `-I -S` (no site import: a faster job start);
     #: empty: `python -m islurm.sessionhooks.main`, which needs the package on Python's path
     script: str = ""
 
