@@ -3,13 +3,14 @@ ARGS` (docs/PROTOCOL.md §3). Python compiles the file it is given at every star
 only what it imports: this file stays a few lines, sessionhooks/main.py is imported (its
 bytecode is cached at install). No site import (`-S`): site-packages, three levels up from
 this file's path as given, replaces this file's own directory on `sys.path` (the dev tree's
-islurm/sessionhooks is a symlink: resolving it would lose islurm/)."""
+islurm/sessionhooks is a symlink: resolving it would lose islurm/). Imported (islurmd
+--selftest imports every module), it does nothing."""
 
 import os
 import sys
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from islurm.sessionhooks.main import main
 
-from islurm.sessionhooks.main import main  # noqa: E402 - needs the path set above
-
-sys.exit(main())
+    sys.exit(main())

@@ -89,3 +89,13 @@ def test_run_as_a_file_without_site_it_loads_only_what_a_plain_job_needs() -> No
         env={"PATH": "/usr/bin:/bin"},
     )
     assert r.returncode == 2 and "SLURM_JOB_ID is not set" in r.stdout + r.stderr, r
+
+
+def test_imported_the_launcher_does_nothing() -> None:
+    """islurmd --selftest imports every module of a new generation."""
+    r = subprocess.run(
+        [sys.executable, "-c", "import islurm.sessionhooks.launch; print('imported')"],
+        capture_output=True,
+        text=True,
+    )
+    assert (r.returncode, r.stdout) == (0, "imported\n"), r.stderr
