@@ -16,10 +16,10 @@ daemon (login node) writes the host certificate. Stdlib only: the hook imports t
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 
+from islurm.config import jsonlite
 from islurm.config.files import write_text_atomic
 
 RECORD_VERSION = 2
@@ -132,14 +132,14 @@ def read_json(file: str) -> object | None:
     if len(data) > MAX_RECORD:
         raise RecordError(f"{file} is larger than {MAX_RECORD} bytes")
     try:
-        parsed: object = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        parsed: object = jsonlite.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise RecordError(f"{file} is not JSON: {exc}") from None
     return parsed
 
 
 def write_json(file: str, data: dict[str, object]) -> None:
-    write_text_atomic(file, json.dumps(data), 0o600)
+    write_text_atomic(file, jsonlite.dumps(data), 0o600)
 
 
 def record_from_json(data: object, job_id: str) -> Record | None:

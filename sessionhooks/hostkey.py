@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 
 from islurm.config import records
 from islurm.config.records import RecordError
 from islurm.sessionhooks import sshd
+
+TYPE_CHECKING = False  # `typing` and `collections.abc` are not loaded at a job's start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PREMADE_WAIT = 2.0  # seconds for islurmd's key to land (it writes it right after sbatch)
 PRIVATE_KEY_HEAD = "-----BEGIN OPENSSH PRIVATE KEY-----"

@@ -6,14 +6,19 @@ posix_spawn; ssh-keygen and `sshd -t`, which a job start rarely needs, load subp
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import time
-from collections.abc import Mapping, Sequence
 
+from islurm.config import jsonlite
 from islurm.config.files import write_text_atomic
 from islurm.config.sshwords import config_word
+
+TYPE_CHECKING = False  # `typing` and `collections.abc` are not loaded at a job's start
+if TYPE_CHECKING:
+    import signal as _signal
+    from collections.abc import Mapping, Sequence
+else:  # the C module: `signal` loads `enum` (no stubs for _signal)
+    import _signal
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 
@@ -81,7 +86,7 @@ def per_source_penalties_supported(binary: str, cache_dir: str) -> bool:
     cache = os.path.join(cache_dir, _FEATURES_FILE)
     try:
         with open(cache, encoding="utf-8") as f:
-            known = json.load(f)
+            known = jsonlite.loads(f.read())
     except (OSError, ValueError):
         known = {}
     if not isinstance(known, dict):
@@ -94,7 +99,7 @@ def per_source_penalties_supported(binary: str, cache_dir: str) -> bool:
 
     # Unwritable: asked again at the next job start; never a reason to fail this one.
     with contextlib.suppress(OSError):
-        write_text_atomic(cache, json.dumps(known, sort_keys=True) + "\n", mode=0o600)
+        write_text_atomic(cache, jsonlite.dumps(known, sort_keys=True) + "\n", mode=0o600)
     return supported
 
 
@@ -235,10 +240,10 @@ class Sshd:
             os.kill(self.pid, signum)
 
     def terminate(self) -> None:
-        self._signal(signal.SIGTERM)
+        self._signal(_signal.SIGTERM)
 
     def kill(self) -> None:
-        self._signal(signal.SIGKILL)
+        self._signal(_signal.SIGKILL)
 
 
 def start(sshd: str, config_path: str) -> Sshd:
