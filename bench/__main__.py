@@ -16,13 +16,35 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import connect, env, local, queue, remote, rows, sshconf, stats
+from bench import (
+    connect,
+    env,
+    lifecycle,
+    local,
+    manyusers,
+    queue,
+    remote,
+    rows,
+    sshconf,
+    stats,
+    twohop,
+)
 
 PHASES = (
-    *("startup", "shim-throughput", "cold", "concurrent", "warm", "ssh-throughput", "idle"),
+    "startup",
+    "shim-throughput",
+    "cold",
+    "daemon-start",
+    "concurrent",
+    "warm",
+    "ssh-throughput",
+    "two-hops",
+    "idle",
     "queue",
+    "many-users",
 )
-NEEDS_JOB = {"warm", "ssh-throughput", "idle"}
+NEEDS_JOB = {"warm", "ssh-throughput", "two-hops", "idle"}
+NEEDS_DAEMON = {"cold", "daemon-start", "concurrent", "queue", *NEEDS_JOB}
 RESULTS = env.REPO / "bench-results"
 
 
@@ -41,9 +63,13 @@ def _args() -> argparse.Namespace:
 def _reps(quick: bool) -> dict[str, Any]:
     if quick:
         return {"startup": 10, "shim": 3, "cold": 3, "concurrent": 2, "warm": 6, "ssh": 3,
-                "bytes": 256 << 20, "shim_bytes": 256 << 20, "window": 60.0}  # fmt: skip
-    return {"startup": 30, "shim": 10, "cold": 10, "concurrent": 10, "warm": 20, "ssh": 10,
-            "bytes": 1 << 30, "shim_bytes": 512 << 20, "window": 120.0}  # fmt: skip
+                "bytes": 256 << 20, "shim_bytes": 256 << 20, "window": 60.0, "serving": 4,
+                "dpairs": 3, "hop_pairs": 6, "hop_reps": 2, "users": 5,
+                "crowd_window": 60.0}  # fmt: skip
+    return {"startup": 30, "shim": 10, "cold": 10, "concurrent": 8, "warm": 20, "ssh": 8,
+            "bytes": 1 << 30, "shim_bytes": 512 << 20, "window": 120.0, "serving": 10,
+            "dpairs": 8, "hop_pairs": 20, "hop_reps": 4, "users": 50,
+            "crowd_window": 180.0}  # fmt: skip
 
 
 def _ensure_job(ctx: connect.Ctx, proxy: list[str], variants: str) -> None:
@@ -60,7 +86,13 @@ def _write_variants(ctx: connect.Ctx, proxy: list[str], path: str, node: str, po
     shimtrace = str(env.REPO / "bench" / "shimtrace.py")
     ctx.traced = [*proxy[:-1], shimtrace, site, ctx.trace, "cpu"]
     text = sshconf.variants(
-        ctx.user.ssh_config, "slurm-cpu", node, port, " ".join(shlex.quote(w) for w in ctx.traced)
+        ctx.user.ssh_config,
+        "slurm-cpu",
+        node,
+        port,
+        " ".join(shlex.quote(w) for w in ctx.traced),
+        sshconf.proxy_line(ctx.user.relay_config, "slurm-cpu"),
+        None if ctx.login is None else (ctx.login.port, ctx.login.known_hosts, path),
     )
     Path(path).write_text(text)
     os.chown(path, ctx.user.uid, ctx.user.gid)
@@ -70,7 +102,9 @@ def _write_variants(ctx: connect.Ctx, proxy: list[str], path: str, node: str, po
 def measure(a: argparse.Namespace, user: env.User, work: env.Workdir) -> dict[str, Any]:
     n = _reps(a.quick)
     raw: dict[str, Any] = {"phase_seconds": {}}
-    proxy = sshconf.proxy_argv(user.ssh_config, "slurm-cpu")[:-1]  # without PROFILE
+    # The shim as a relay (the --relay config), without PROFILE: the local phases and the
+    # traced cold connects need it to carry the bytes (with --fdpass it hands ssh the socket).
+    proxy = sshconf.proxy_argv(user.relay_config, "slurm-cpu")[:-1]
 
     def run_local() -> None:
         for phase in ("startup", "shim-throughput"):
@@ -87,22 +121,30 @@ def measure(a: argparse.Namespace, user: env.User, work: env.Workdir) -> dict[st
 
     if "idle" not in a.phases:
         run_local()
-    if not set(a.phases) & {"cold", "concurrent", "queue", *NEEDS_JOB}:
+    if "many-users" in a.phases and not set(a.phases) & NEEDS_DAEMON:
+        raw["many-users"] = manyusers.measure(n["users"], work.path, n["crowd_window"])
+    if not set(a.phases) & NEEDS_DAEMON:
         return raw
     daemon = env.Daemon(user, work)
     env.log(f"islurmd for {user.name}: pid {daemon.start()} (Slurm wrappers first on its PATH)")
     variants = os.path.join(work.path, "ssh_variants")
     trace = work.user_file("shim-trace.log", user)
     ctx = connect.Ctx(user, work, variants, trace)
+    if "two-hops" in a.phases:
+        ctx.login = twohop.LoginSshd(work.path, user)
     _write_variants(ctx, proxy, variants, "none.invalid", 1)
     steps: dict[str, Callable[[], Any]] = {
         "cold": lambda: connect.cold(ctx, n["cold"]),
+        "daemon-start": lambda: lifecycle.measure(ctx, daemon, n["serving"], n["dpairs"]),
         "concurrent": lambda: connect.concurrent(ctx, n["concurrent"]),
         "warm": lambda: connect.warm(ctx, n["warm"]),
         "ssh-throughput": lambda: remote.throughput(ctx, n["ssh"], n["bytes"]),
+        "two-hops": lambda: twohop.measure(ctx, n["hop_pairs"], n["hop_reps"], n["bytes"]),
         # The local phases need neither Slurm nor islurmd: they use the first idle window.
         "idle": lambda: remote.idle(ctx, daemon.pid, n["window"], (1, 20), run_local),
         "queue": lambda: queue.measure(ctx),
+        # Last: its own users, daemons and jobs (the bench user's are gone by then).
+        "many-users": lambda: manyusers.measure(n["users"], work.path, n["crowd_window"]),
     }
     try:
         for phase, step in steps.items():
@@ -111,15 +153,27 @@ def measure(a: argparse.Namespace, user: env.User, work: env.Workdir) -> dict[st
             t0 = time.monotonic()
             if phase in NEEDS_JOB:
                 _ensure_job(ctx, proxy, variants)
+            if phase == "many-users":
+                user.cancel_all()
+                daemon.stop()
             raw[phase] = step()
             raw["phase_seconds"][phase] = time.monotonic() - t0
+            _save_raw(raw)
     finally:
         env.log("cleaning up: cancelling islurmtest2's jobs, stopping its islurmd")
         try:
             user.cancel_all()
         finally:
             daemon.stop()
+            if ctx.login is not None:
+                ctx.login.stop()
     return raw
+
+
+def _save_raw(raw: dict[str, Any]) -> None:
+    """The samples so far: a phase or the table failing later must not lose them."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "raw-latest.json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
 
 
 def machine() -> dict[str, str]:
@@ -143,7 +197,7 @@ def machine() -> dict[str, str]:
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
         "kernel": platform.release(),
         "cpu": cpu,
-        "python": f"{py} (product, /opt/islurm-test); bench {platform.python_version()}",
+        "python": f"{py} (product, {env.PREFIX}); bench {platform.python_version()}",
         "openssh": ssh,
         "socat": socat_v,
         "slurm": subprocess.run(
@@ -154,17 +208,25 @@ def machine() -> dict[str, str]:
 
 METHOD = """\
 How: everything runs as the test user islurmtest2 against the local two-node Slurm test
-cluster (cluster/testcluster.sh), product installed in /opt/islurm-test, loopback only.
-islurmd is started by the bench with wrappers for sbatch/squeue/scancel/scontrol first on its
-PATH (inherited by its jobs), which log each call. Baselines use the generated `slurm-cpu`
-Host block with only the route swapped: `ProxyCommand socat - TCP:node:port`, or direct
-(`HostName`/`Port`, no ProxyCommand) to the same job's sshd. The cold-connect split uses
-bench/shimtrace.py (the installed shim, wrapped from outside, timestamps per step), the
-readiness record's `started`, and the hook's process start time from /proc (10 ms ticks).
-The shim-alone rows use a fake islurmd (bench/fakes.py) and loopback servers, with pipes on
-the shim's stdin/stdout as OpenSSH gives a ProxyCommand; they run during the first idle
-window (they leave islurmd and Slurm alone). Idle rates: 120 s windows, scaled to a minute
-and an hour; the daemon's CPU from /proc/PID/task/*/schedstat.
+cluster (cluster/testcluster.sh), product installed from this tree into /opt/islurm-bench at
+the start of the run, loopback only. islurmd is started by the bench with wrappers for
+sbatch/squeue/scancel/scontrol first on its PATH (inherited by its jobs), which log each call.
+`ssh slurm-cpu` uses the login node's generated config (`ssh-config --local`: ProxyUseFdpass,
+the shim hands ssh the socket and exits); "relay" is `ssh-config --local --relay`. Baselines
+use the same Host block with only the route swapped: `ProxyCommand socat - TCP:node:port`,
+or direct (`HostName`/`Port`) to the same job's sshd. Ratios marked "per-pair" are medians of
+the ratios of interleaved pairs (order alternating). The cold-connect split uses
+bench/shimtrace.py (the installed relay shim, wrapped from outside), the readiness record's
+`started`, and the hook's process start time from /proc (10 ms ticks). The daemon's start:
+bench/dstart_probe.py spawns islurmd as the user and times it to its first answered
+daemon.status. Two hops: a second sshd (root, 127.0.0.1, own host key, UsePAM yes) is the
+login node; the laptop path runs `ssh -T login <prefix>/bin/islurm-proxy cpu` as ProxyCommand
+(the shim relays on the login node), the floor is `ProxyJump login` to the job's sshd. Many
+users: 50 users created for the run (and removed), each islurmd started on demand by its
+first ssh, jobs in an oversubscribed partition made with `scontrol create` for the run;
+slurmctld RPCs from `sdiag` per-user counts (differences over the window). The shim-alone
+rows use a fake islurmd (bench/fakes.py) and loopback servers, during the first idle window.
+Idle rates: 120 s windows, scaled; the daemon's CPU from /proc/PID/task/*/schedstat.
 """
 
 
@@ -216,6 +278,7 @@ def main() -> int:
         raw = measure(a, user, work)
     finally:
         work.cleanup()
+    _save_raw(raw)
     table_rows = rows.build(raw)
     previous = None
     if (RESULTS / "latest.json").exists():

@@ -21,6 +21,7 @@ class Ctx:
         self.user, self.work, self.variants, self.trace = user, work, variants, trace
         self.traced: list[str] = []  # the shim under bench/shimtrace.py, profile cpu
         self.node, self.port = "", 0  # the running job's sshd
+        self.login: Any = None  # bench.twohop.LoginSshd, when the two-hops phase runs
 
     def ssh(self, host: str, command: str, **kw: Any) -> subprocess.Popen[bytes]:
         config = self.user.ssh_config if host.startswith("slurm-") else self.variants
@@ -182,18 +183,21 @@ def probe(ctx: Ctx, argv: list[str]) -> tuple[float, dict[str, float]]:
 
 
 def warm(ctx: Ctx, reps: int) -> dict[str, list[float]]:
-    """`ssh HOST true` on the running job: islurm, socat ProxyCommand, direct; interleaved.
+    """`ssh HOST true` on the running job, in rounds; each islurm time is paired with a socat
+    time of its own round (the per-pair ratio is the comparable part on a noisy machine).
 
-    "islurm" comes more than CONFIRM_FRESH after the previous islurm connect, so the daemon
-    checks the sshd's banner as for a lone connect; "islurm-burst" follows within a second,
-    while that check still vouches for the endpoint (as in VS Code's bursts of connects).
-    Then the route alone, without ssh: spawn -> first banner byte through the traced shim
-    (burst, and lone after the rounds) and through socat, with the shim's acquire time."""
-    log(f"warm: {reps} rounds of islurm / socat / direct (rotating), then islurm-burst")
+    A round: islurm (the login node's config: the shim hands ssh the socket), socat and direct,
+    order rotating, "islurm" more than CONFIRM_FRESH after the previous islurm connect (the
+    daemon re-checks the sshd's banner, as for a lone connect); then "islurm-burst" within a
+    second (that check still vouches for the endpoint, as in VS Code's bursts of connects);
+    then, after CONFIRM_FRESH again, the relay (`--relay` config) lone and a second socat,
+    order alternating. Then the route alone, without ssh: spawn -> first banner byte through
+    the traced relay shim (burst, and lone after the rounds) and through socat."""
+    log(f"warm: {reps} rounds of islurm / socat / direct, islurm-burst, relay / socat")
     hosts = [("islurm", "slurm-cpu"), ("socat", "bench-socat"), ("direct", "bench-direct")]
     out: dict[str, list[float]] = {name: [] for name, _ in hosts}
     socat = ["socat", "-", f"TCP:{ctx.node}:{ctx.port}"]
-    for _, host in hosts:  # one untimed round: page cache, known_hosts, the daemon's paths
+    for _, host in [*hosts, ("relay", "bench-relay")]:  # untimed: page cache, known_hosts
         ctx.ssh_ok(host)
     last = time.monotonic()
 
@@ -209,12 +213,15 @@ def warm(ctx: Ctx, reps: int) -> dict[str, list[float]]:
         add(f"acquire-{kind}", (ev.get("ready", float("nan")) - ev.get("start", 0)) * 1000)
 
     def ssh(name: str, host: str) -> None:
-        if name.startswith("islurm"):
+        if name in ("islurm", "islurm-burst", "relay"):
             starts.append(("burst" if name.endswith("burst") else "lone", time.time()))
         add(name, ctx.ssh_ok(host) * 1000)
 
-    for i in range(reps):
+    def lone() -> None:
         time.sleep(max(0.0, last + CONFIRM_FRESH + 0.1 - time.monotonic()))
+
+    for i in range(reps):
+        lone()
         k = i % 3
         for name, host in hosts[k:] + hosts[:k]:
             ssh(name, host)
@@ -222,8 +229,13 @@ def warm(ctx: Ctx, reps: int) -> dict[str, list[float]]:
         traced("burst")
         add("route-socat", probe(ctx, socat)[0])
         last = time.monotonic()
+        lone()
+        pair = [("relay", "bench-relay"), ("socat-2", "bench-socat")]
+        for name, host in pair if i % 2 == 0 else pair[::-1]:
+            ssh(name, host)
+        last = time.monotonic()
     for _ in range(max(5, reps * 2 // 5)):  # 8 of them: each waits out CONFIRM_FRESH
-        time.sleep(max(0.0, last + CONFIRM_FRESH + 0.1 - time.monotonic()))
+        lone()
         traced("lone")
         last = time.monotonic()
     # Slurm calls the daemon makes because of a warm connect: those within 0.6 s of its start

@@ -21,7 +21,8 @@ from typing import IO, Any
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster" / "testcluster.sh"
 PREPARE = REPO / "cluster" / "prepare-user.sh"
-PREFIX = "/opt/islurm-test"
+# The bench's own install: the e2e tests (of any worktree) reinstall /opt/islurm-test.
+PREFIX = "/opt/islurm-bench"
 USER = "islurmtest2"  # never islurmtest: the e2e tests own that one
 SOURCES = ("daemon", "proxyshim", "sessionhooks", "config", "pyproject.toml")
 SLURM_TOOLS = ("sbatch", "squeue", "scancel", "scontrol")
@@ -41,43 +42,21 @@ def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
-def _newest(path: Path) -> float:
-    if path.is_file():
-        return path.stat().st_mtime
-    return max(
-        (
-            p.stat().st_mtime
-            for p in path.rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts
-        ),
-        default=0.0,
-    )
-
-
-def site_packages() -> Path:
-    return next(Path(PREFIX, "share/islurm/venv/lib").glob("python3*/site-packages"))
-
-
 def ensure_cluster_and_product() -> None:
     log("cluster/testcluster.sh up")
     r = subprocess.run(["bash", str(CLUSTER), "up"], capture_output=True, text=True, check=False)
     if r.returncode != 0:
         sys.exit(f"bench: the test cluster did not come up:\n{r.stdout}\n{r.stderr}")
-    source = max(_newest(REPO / s) for s in SOURCES)
-    try:
-        installed = _newest(site_packages() / "islurm")
-    except StopIteration:
-        installed = 0.0
-    if installed < source:
-        log(f"installing the product into {PREFIX} (make e2e-install)")
-        r = subprocess.run(
-            ["make", "--no-print-directory", "-C", str(REPO), "e2e-install"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if r.returncode != 0:
-            sys.exit(f"bench: make e2e-install failed:\n{r.stdout}\n{r.stderr}")
+    # Always from this tree: other worktrees' test runs install into the same prefix.
+    log(f"installing the product into {PREFIX} (make e2e-install)")
+    r = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO), "e2e-install", f"E2E_PREFIX={PREFIX}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        sys.exit(f"bench: make e2e-install failed:\n{r.stdout}\n{r.stderr}")
 
 
 def product() -> str:
@@ -99,7 +78,8 @@ class User:
         pw = pwd.getpwnam(name)
         self.name, self.uid, self.gid, self.home = name, pw.pw_uid, pw.pw_gid, pw.pw_dir
         self.state = f"{self.home}/.local/state/islurm"
-        self.ssh_config = f"{self.home}/.ssh/islurm_config"
+        self.ssh_config = f"{self.home}/.ssh/islurm_config"  # the login node's: fdpass
+        self.relay_config = f"{self.home}/.ssh/islurm_relay_config"  # the shim relays
         self.sock = f"/tmp/islurm-{self.uid}/islurmd.sock"  # noqa: S108 - PROTOCOL.md §1
 
     def env(self, path_first: str = "", extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -7,8 +7,9 @@ the bench that times them):
                                           "source": port, "sink": port} on stdout
 
 banner: sends an sshd-like banner on accept, then reads until EOF (start-up measurement).
-source: sends BYTES bytes, then closes (download). sink: sends one byte ("go"), reads until
-EOF, then closes (upload).
+source: sends a banner, then BYTES bytes, then closes (download). sink: sends a banner (its
+"go"), reads until EOF, then closes (upload). The shim waits for "SSH-" before it moves any
+byte (proxyshim/node.py await_banner): every server speaks first, as sshd does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import sys
 import threading
 
 CHUNK = 1 << 20
+SOURCE_BANNER = b"SSH-2.0-bench_source\r\n"
+SINK_BANNER = b"SSH-2.0-bench_sink\r\n"
 
 
 def _serve(listener: socket.socket, handler: object) -> None:
@@ -73,6 +76,7 @@ def _banner(conn: socket.socket) -> None:
 def _source(total: int) -> object:
     def handler(conn: socket.socket) -> None:
         with conn:
+            conn.sendall(SOURCE_BANNER)
             zeros = memoryview(bytes(CHUNK))
             left = total
             while left > 0:
@@ -84,7 +88,7 @@ def _source(total: int) -> object:
 def _sink(conn: socket.socket) -> None:
     with conn:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.sendall(b"g")
+        conn.sendall(SINK_BANNER)
         buf = bytearray(CHUNK)
         while conn.recv_into(buf):
             pass

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.env import REPO, log
+from bench.fakes import SINK_BANNER
 
 CHUNK = 1 << 20
 GUARD = 120.0
@@ -94,7 +95,7 @@ def exit_ms(argv: list[str]) -> float:
 
 def download(start: Start, total: int) -> tuple[float, float]:
     """MiB/s from first to last byte on stdout, and the child's CPU seconds per GiB (its
-    children's too, when it waited for them)."""
+    children's too, when it waited for them). Bytes past `total` (a banner) are drained."""
     cpu0 = _children_cpu()
     p = start()
     assert p.stdout
@@ -111,14 +112,20 @@ def download(start: Start, total: int) -> tuple[float, float]:
     return total / t / (1 << 20), (_children_cpu() - cpu0) * (1 << 30) / total
 
 
-def upload(start: Start, total: int) -> tuple[float, float]:
+def upload(start: Start, total: int, greeting: bytes = b"g") -> tuple[float, float]:
     """MiB/s from the first byte written to the stream's end (all bytes taken by the sink,
-    which greets with one byte "g" when it is ready)."""
+    which greets with `greeting` when it is ready)."""
     cpu0 = _children_cpu()
     p = start()
     assert p.stdin and p.stdout
-    if os.read(p.stdout.fileno(), 1) != b"g":
-        raise RuntimeError(f"{p.args!r}: the sink did not greet")
+    got = b""
+    while len(got) < len(greeting):
+        chunk = os.read(p.stdout.fileno(), len(greeting) - len(got))
+        if not chunk:
+            break
+        got += chunk
+    if got != greeting:
+        raise RuntimeError(f"{p.args!r}: the sink did not greet ({got!r})")
     zeros = memoryview(bytes(CHUNK))
     fd = p.stdin.fileno()
     t0 = time.perf_counter()
@@ -166,9 +173,10 @@ def run(
         log(f"shim-throughput: {shim_reps} x {total >> 20} MiB each way, islurm-proxy vs socat")
         t: dict[str, list[float]] = {}
         for i in range(shim_reps):
+            up = functools.partial(upload, greeting=SINK_BANNER)
             moves: list[tuple[str, Callable[[Start, int], tuple[float, float]], int]] = [
                 ("down", download, fakes.ports["source"]),
-                ("up", upload, fakes.ports["sink"]),
+                ("up", up, fakes.ports["sink"]),
             ]
             for direction, fn, port in moves:
                 pair = [("islurm", shim_to(port)), ("socat", socat_to(port))]

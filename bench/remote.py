@@ -47,39 +47,51 @@ class ProxyCpu:
             time.sleep(0.05)
 
 
-def throughput(ctx: Ctx, reps: int, total: int) -> dict[str, list[float]]:
-    """islurm and direct ssh every round, a socat ProxyCommand every fifth round (context: what
-    any relay process costs here)."""
-    log(f"ssh-throughput: {reps} x {total >> 20} MiB each way, slurm-cpu vs direct ssh (+socat)")
+def transfer(ctx: Ctx, name: str, host: str, total: int, out: dict[str, list[float]]) -> None:
+    """`total` bytes down then up through `ssh host`: MiB/s, CPU of ssh and of its
+    ProxyCommand per GiB, how busy the machine was; appended to out[name-down|up...]."""
     down_cmd = f"exec head -c {total} /dev/zero"
+    for direction, fn, cmd in (("down", download, down_cmd), ("up", upload, UP_CMD)):
+        samplers: list[ProxyCpu] = []
+
+        def start(
+            h: str = host, c: str = cmd, s: list[ProxyCpu] = samplers
+        ) -> subprocess.Popen[bytes]:
+            p = ctx.ssh(h, c, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            s.append(ProxyCpu(p))
+            return p
+
+        b0 = _busy()
+        rate, cpu = fn(start, total)
+        b1 = _busy()
+        gib = total / (1 << 30)
+        key = f"{name}-{direction}"
+        out.setdefault(key, []).append(rate)
+        out.setdefault(f"{key}-ssh-cpu-s-per-GiB", []).append(cpu)
+        proxy = sum(samplers[0].last.values()) / gib if samplers else float("nan")
+        out.setdefault(f"{key}-proxy-cpu-s-per-GiB", []).append(proxy)
+        busy = 100 * (1 - (b1[1] - b0[1]) / max(1, b1[0] - b0[0]))
+        out.setdefault(f"{key}-machine-busy-%", []).append(busy)
+
+
+def throughput(ctx: Ctx, reps: int, total: int) -> dict[str, list[float]]:
+    """Every round: `ssh slurm-cpu` (the login node's config: ssh holds the socket, no relay)
+    and direct ssh; every other round the shim as a relay (`--relay` config); every fourth a
+    socat ProxyCommand (what any relay process costs here). Order rotates per round."""
+    log(
+        f"ssh-throughput: {reps} x {total >> 20} MiB each way, slurm-cpu (fdpass) vs direct "
+        "ssh (+ the relay, + socat)"
+    )
     out: dict[str, list[float]] = {}
     for i in range(reps):
         hosts = [("islurm", "slurm-cpu"), ("direct", "bench-direct")]
-        if i % 5 == 0:
+        if i % 2 == 0:
+            hosts.append(("relay", "bench-relay"))
+        if i % 4 == 1:
             hosts.append(("socat", "bench-socat"))
         k = i % len(hosts)
         for name, host in hosts[k:] + hosts[:k]:
-            for direction, fn, cmd in (("down", download, down_cmd), ("up", upload, UP_CMD)):
-                samplers: list[ProxyCpu] = []
-
-                def start(
-                    h: str = host, c: str = cmd, s: list[ProxyCpu] = samplers
-                ) -> subprocess.Popen[bytes]:
-                    p = ctx.ssh(h, c, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-                    s.append(ProxyCpu(p))
-                    return p
-
-                b0 = _busy()
-                rate, cpu = fn(start, total)
-                b1 = _busy()
-                gib = total / (1 << 30)
-                key = f"{name}-{direction}"
-                out.setdefault(key, []).append(rate)
-                out.setdefault(f"{key}-ssh-cpu-s-per-GiB", []).append(cpu)
-                proxy = sum(samplers[0].last.values()) / gib if samplers else float("nan")
-                out.setdefault(f"{key}-proxy-cpu-s-per-GiB", []).append(proxy)
-                busy = 100 * (1 - (b1[1] - b0[1]) / max(1, b1[0] - b0[0]))
-                out.setdefault(f"{key}-machine-busy-%", []).append(busy)
+            transfer(ctx, name, host, total, out)
     return out
 
 

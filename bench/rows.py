@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from bench.rows_cost import cost_rows
 from bench.stats import Row, summary
 
 
@@ -26,38 +27,8 @@ def _paired(a: list[float], b: list[float]) -> float:
 def build(raw: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     if "warm" in raw:
+        rows += _warm_rows(raw["warm"])
         w = raw["warm"]
-        r = _ratio(w["islurm"], w["socat"])
-        rows.append(
-            Row(
-                "warm connect: ssh slurm-cpu true",
-                "ms",
-                summary(w["islurm"]),
-                {"socat ProxyCommand": summary(w["socat"]), "direct": summary(w["direct"])},
-                r,
-                "islurm/socat",
-                "≤ 1.05x socat",
-                None if r is None else r <= 1.05,
-                f"paired per round islurm/socat {_paired(w['islurm'], w['socat']):.3f}; "
-                f"islurm/direct {_ratio(w['islurm'], w['direct']) or float('nan'):.3f}; each "
-                "islurm connect > 2 s after the last (the daemon re-checks the sshd banner)",
-            )
-        )
-        r = _ratio(w["islurm-burst"], w["socat"])
-        rows.append(
-            Row(
-                "warm connect in a burst (< 2 s after another)",
-                "ms",
-                summary(w["islurm-burst"]),
-                {"socat ProxyCommand": summary(w["socat"])},
-                r,
-                "islurm/socat",
-                "≤ 1.05x socat",
-                None if r is None else r <= 1.05,
-                f"paired per round {_paired(w['islurm-burst'], w['socat']):.3f}; the daemon's "
-                "last banner check still vouches for the endpoint",
-            )
-        )
         if "route-socat" in w:
             rows += _route_rows(w)
         if "slurm-calls-lone" in w:
@@ -79,7 +50,7 @@ def build(raw: dict[str, Any]) -> list[Row]:
         for key, target, limit in (
             ("ours: shim start -> sbatch", "", None),
             ("slurm: sbatch -> job process", "", None),
-            ("hook: job process -> sshd listening", "", None),
+            ("hook: job process -> sshd listening", "≤ 0.04 s", 0.04),
             ("ours: sshd listening -> session.ready", "", None),
             ("ours: sshd listening -> splice started", "≤ 0.3 s", 0.3),
             ("ssh: first byte -> done", "", None),
@@ -136,22 +107,7 @@ def build(raw: dict[str, Any]) -> list[Row]:
             )
         )
     if "ssh-throughput" in raw:
-        t = raw["ssh-throughput"]
-        for d, word in (("down", "download"), ("up", "upload")):
-            r = _ratio(t[f"islurm-{d}"], t[f"direct-{d}"])
-            rows.append(
-                Row(
-                    f"ssh {word}: ssh slurm-cpu vs direct ssh",
-                    "MiB/s",
-                    summary(t[f"islurm-{d}"]),
-                    {"direct ssh": summary(t[f"direct-{d}"])},
-                    r,
-                    "islurm/direct",
-                    "≥ 0.95x direct",
-                    None if r is None else r >= 0.95,
-                    _tp_note(t, d),
-                )
-            )
+        rows += _throughput_rows(raw["ssh-throughput"])
     if "shim-throughput" in raw:
         t = raw["shim-throughput"]
         for d, word in (("down", "node → stdout"), ("up", "stdin → node")):
@@ -190,7 +146,7 @@ def build(raw: dict[str, Any]) -> list[Row]:
         rows += _idle_rows(raw["idle"])
     if "queue" in raw:
         rows += queue_rows(raw["queue"])
-    return rows
+    return rows + cost_rows(raw)
 
 
 def _route_rows(w: dict[str, list[float]]) -> list[Row]:
@@ -214,18 +170,75 @@ def _route_rows(w: dict[str, list[float]]) -> list[Row]:
     return rows
 
 
-def _tp_note(t: dict[str, list[float]], d: str) -> str:
+def _warm_rows(w: dict[str, list[float]]) -> list[Row]:
+    """Headline ratio: the median of per-round ratios to the socat connect of the same round."""
+    rows = []
+    for name, host, base, label in (
+        ("islurm", "ssh slurm-cpu true (login node: fdpass, no relay)", "socat", "lone"),
+        ("islurm-burst", "ssh slurm-cpu true in a burst (< 2 s after another)", "socat", "burst"),
+        ("relay", "ssh slurm-cpu true, the shim as relay (--relay config)", "socat-2", "lone"),
+    ):
+        if not w.get(name):
+            continue
+        r = _paired(w[name], w[base])
+        rows.append(
+            Row(
+                f"warm connect: {host}",
+                "ms",
+                summary(w[name]),
+                {"socat ProxyCommand": summary(w[base]), "direct": summary(w["direct"])},
+                r,
+                "islurm/socat, median of per-pair ratios",
+                "≤ 1.05x socat",
+                r <= 1.05,
+                f"{len(w[name])} pairs, {label}; ratio of medians "
+                f"{_ratio(w[name], w[base]) or float('nan'):.3f}; islurm/direct "
+                f"{_paired(w[name], w['direct']):.3f} (paired)",
+            )
+        )
+    return rows
+
+
+def _throughput_rows(t: dict[str, list[float]]) -> list[Row]:
+    rows = []
+    for d, word in (("down", "download"), ("up", "upload")):
+        for name, what, target, limit in (
+            ("islurm", "ssh slurm-cpu (fdpass, no relay)", "≥ 0.98x direct", 0.98),
+            ("relay", "ssh slurm-cpu, the shim as relay", "", None),
+        ):
+            if not t.get(f"{name}-{d}"):
+                continue
+            # The relay runs every other round: pair it with the direct run of its own round.
+            direct = t[f"direct-{d}"] if name == "islurm" else t[f"direct-{d}"][::2]
+            r = _paired(t[f"{name}-{d}"], direct)
+            rows.append(
+                Row(
+                    f"ssh {word} 1 GiB: {what} vs direct ssh",
+                    "MiB/s",
+                    summary(t[f"{name}-{d}"]),
+                    {"direct ssh": summary(t[f"direct-{d}"])},
+                    r,
+                    "islurm/direct, median of per-round ratios",
+                    target,
+                    None if limit is None else r >= limit,
+                    _tp_note(t, name, d),
+                )
+            )
+    return rows
+
+
+def _tp_note(t: dict[str, list[float]], name: str, d: str) -> str:
     def m(key: str) -> float:
         return _med(t.get(key, []))
 
     text = (
-        f"socat ProxyCommand {m(f'socat-{d}'):.0f} MiB/s "
-        f"(islurm/socat {m(f'islurm-{d}') / m(f'socat-{d}'):.2f}); "
-        f"CPU s/GiB of the ProxyCommand: shim {m(f'islurm-{d}-proxy-cpu-s-per-GiB'):.2f}, "
-        f"socat {m(f'socat-{d}-proxy-cpu-s-per-GiB'):.2f}; of ssh: "
-        f"{m(f'islurm-{d}-ssh-cpu-s-per-GiB'):.2f} (islurm), "
+        f"ratio of medians {m(f'{name}-{d}') / m(f'direct-{d}'):.3f}; socat ProxyCommand "
+        f"{m(f'socat-{d}'):.0f} MiB/s; CPU s/GiB of the ProxyCommand: "
+        f"{m(f'{name}-{d}-proxy-cpu-s-per-GiB'):.2f} (socat "
+        f"{m(f'socat-{d}-proxy-cpu-s-per-GiB'):.2f}); of ssh: "
+        f"{m(f'{name}-{d}-ssh-cpu-s-per-GiB'):.2f} ({name}), "
         f"{m(f'direct-{d}-ssh-cpu-s-per-GiB'):.2f} (direct); machine busy "
-        f"{m(f'islurm-{d}-machine-busy-%'):.0f}% (islurm), "
+        f"{m(f'{name}-{d}-machine-busy-%'):.0f}% ({name}), "
         f"{m(f'direct-{d}-machine-busy-%'):.0f}% (direct) of 2 vCPUs"
     )
     return text
@@ -233,21 +246,30 @@ def _tp_note(t: dict[str, list[float]], d: str) -> str:
 
 def _idle_rows(idle: dict[str, Any]) -> list[Row]:
     rows = []
-    rates = {}
     for n, d in idle.items():
-        rates[n] = d["daemon_calls_per_min"]
         rows.append(
             Row(
                 f"Slurm calls per idle minute, {n} open session{'' if n == '1' else 's'}",
                 "calls/min",
                 summary([d["daemon_calls_per_min"]]),
                 {"the hook in the job": summary([d["job_calls_per_min"]])},
-                target="≤ 2, not growing",
-                met=d["daemon_calls_per_min"] <= min(2.0, min(rates.values()) + 0.01),
                 note=f"the daemon's calls in {d['window_s']:.0f} s: "
                 + (" ".join(d["daemon_calls"]) or "none"),
             )
         )
+    calls = sum(len(d["daemon_calls"]) for d in idle.values())
+    minutes = sum(d["window_s"] for d in idle.values()) / 60
+    rows.append(
+        Row(
+            "Slurm calls per idle minute, all windows together",
+            "calls/min",
+            summary([calls / minutes]),
+            target="≤ 0.2 per user",
+            met=calls / minutes <= 0.2,
+            note=f"{calls} call(s) in {minutes:.1f} idle minutes; the safety poll alone "
+            "(poll_idle = 10 min) is 0.1/min, and lands in a 2 min window 1 time in 5",
+        )
+    )
     top = max(idle, key=int)
     d = idle[top]
     rows.append(

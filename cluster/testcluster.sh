@@ -209,6 +209,16 @@ stop_procs() {
     done
 }
 
+# Close every descriptor above 2 of this (sub)shell. A daemon must inherit none: a caller's
+# lock (`flock FILE cmd` hands cmd the locked fd) held by munged stays locked while it runs.
+close_inherited_fds() {
+    local f n
+    for f in /proc/"$BASHPID"/fd/*; do
+        n=${f##*/}
+        if ((n > 2)); then eval "exec $n>&-"; fi
+    done
+}
+
 # start_bg NAME LOGFILE CMD...: start CMD detached (own session, no inherited
 # fds, output to LOGFILE), record its pid, check it became the expected binary.
 start_bg() {
@@ -216,7 +226,7 @@ start_bg() {
     shift 2
     comm=$(expected_comm "$name")
     mkdir -p "$PID_DIR"
-    setsid "$@" </dev/null >>"$out" 2>&1 9>&- &
+    (close_inherited_fds && exec setsid "$@") </dev/null >>"$out" 2>&1 &
     pid=$!
     echo "$pid" >"$PID_DIR/$name.pid"
     deadline=$(($(now_ms) + 5000))

@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import shlex
-import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from islurm.config.images import is_name
+from islurm.config.sshwords import PLAIN as _PLAIN
+from islurm.config.sshwords import config_word as config_word
+from islurm.config.sshwords import refuse_line_breaks as _refuse_line_breaks
 
 HOST_PREFIX = "slurm-"
 IMAGE_SEP = "+"  # slurm-<profile>+<image name>: the profile's session in a named image
 CERT_PRINCIPAL = "islurm"
-
-
-# Words that need no quoting in ssh_config nor in sh.
-_PLAIN = frozenset(string.ascii_letters + string.digits + "@%+=:,./-_")
-
-
-def _refuse_line_breaks(value: str, where: str) -> None:
-    if any(c in value for c in "\n\r\x00"):
-        raise ValueError(f"cannot put {value!r} into {where}: no quoting can carry a line break")
-
-
-def config_word(value: str, *, expands: bool) -> str:
-    """One ssh_config argument as OpenSSH >= 8.7 splits it (misc.c argv_split): in double
-    quotes, with backslash and double quote escaped; a single quote, `$` and `#` are literal
-    inside them. Where ssh expands tokens (`expands`), % is doubled and `${` is refused: ssh
-    substitutes environment variables there and has no escape for them."""
-    _refuse_line_breaks(value, "an ssh config")
-    if expands:
-        if "${" in value:
-            raise ValueError(f"cannot put {value!r} into an ssh config: ssh expands ${{...}}")
-        value = value.replace("%", "%%")
-    if value and all(c in _PLAIN for c in value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _shell_word(word: str) -> str:

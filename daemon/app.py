@@ -34,6 +34,10 @@ log = structlog.get_logger("islurm.daemon")
 
 FLUSH = 1.0  # after the grace: at most this long to tell waiting clients and write it out
 IDLE_CHECK = 5.0  # seconds between looks at whether the daemon is still used
+#: the session hook of this very install (the jobs run it with this daemon's Python)
+HOOK_SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sessionhooks", "launch.py"
+)
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Daemon:
                 state_dir=opts.state_dir,
                 workdir=os.path.expanduser("~"),
                 ca_dir=opts.ca_dir,
+                hook_script=HOOK_SCRIPT,
             ),
         )
         self.avail = Availability(self.slurm, lambda: self.settings, self.table, self._waited_for)

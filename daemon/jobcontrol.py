@@ -16,7 +16,6 @@ from islurm.config.images import ImageArgError, check_image, image_key
 from islurm.config.settings import Profile, Settings
 from islurm.daemon import hostkeys
 from islurm.daemon.errors import Code, RpcFault
-from islurm.daemon.imageprep import prepare_image
 from islurm.daemon.jobs import Job, JobTable
 from islurm.daemon.ports import PortPool
 from islurm.daemon.progress import note
@@ -44,6 +43,7 @@ class HookSetup:
     state_dir: str
     workdir: str
     ca_dir: str | None = None  # the login-node CA that signs each job's host key
+    hook_script: str = ""  # sessionhooks/launch.py of this install: run as a file (HookCommand)
 
 
 class JobControl:
@@ -73,7 +73,11 @@ class JobControl:
         """sbatch a job for `profile` running `source_image` ("" = none) with a fresh port
         lease; the lease is released on every path that does not end in a job."""
         containers = self.settings().containers
-        image = await prepare_image(containers, source_image, notify)
+        image = ""
+        if source_image:  # imageprep and imagecache load only once an image is asked for
+            from islurm.daemon.imageprep import prepare_image
+
+            image = await prepare_image(containers, source_image, notify)
         key = image_key(source_image)
         jobs_dir = paths.records_dir(self.hook.state_dir)
         # The job's host key, made and (once its id is known) signed here: the job only
@@ -91,6 +95,7 @@ class JobControl:
         script = job_script(
             HookCommand(
                 python=self.hook.python,
+                script=self.hook.hook_script,
                 state_dir=self.hook.state_dir,
                 port_lease=port,
                 profile=profile.name,

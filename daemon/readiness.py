@@ -12,12 +12,20 @@ from islurm.daemon import sshca
 from islurm.daemon.jobs import Job
 from islurm.daemon.records import Endpoint, RecordStore
 from islurm.daemon.slurm.parse import in_hostlist
+from islurm.daemon.slurm.states import JobState
 
 log = structlog.get_logger("islurm.readiness")
 
 BANNER_TIMEOUT = 3.0
 RESOLVE_TIMEOUT = 5.0
 MAX_UNANSWERED = 50  # probes of a record whose sshd does not answer before giving up
+#: A job starts here 0.5-1 s after sbatch (slurmctld's scheduling loop): stat its record this
+#: often from the probe's start for FAST_START seconds, whatever the last poll said.
+FAST_START = 3.0
+#: What the table may still say of a job that started since the last poll (polls are 0.5 s
+#: apart while someone waits): its hook's record, written once sshd listens in the running
+#: job, is newer news than that poll.
+NOT_YET_SEEN_RUNNING = frozenset({JobState.PENDING, JobState.CONFIGURING})
 
 
 async def read_banner(host: str, port: int, limit: float = BANNER_TIMEOUT) -> bytes:
@@ -61,9 +69,12 @@ async def still_listening(endpoint: Endpoint, limit: float = 1.0) -> bool:
 
 
 def record_stands(job: Job, endpoint: Endpoint, records: RecordStore) -> bool:
-    """An endpoint may be handed out only while the job runs and its record is still the one
-    the endpoint came from (a stat and a small read: the hook removes it when sshd stops)."""
-    return job.state.is_running and endpoint.matches(records.read(job.job_id))
+    """An endpoint may be handed out only while the job runs (or Slurm, last asked, had not
+    started it yet) and its record is still the one the endpoint came from (a stat and a small
+    read: the hook removes it when sshd stops). Waiting for the next poll to say RUNNING cost
+    a cold connect up to 0.5 s."""
+    running = job.state.is_running or job.state in NOT_YET_SEEN_RUNNING
+    return running and endpoint.matches(records.read(job.job_id))
 
 
 async def confirm(endpoint: Endpoint) -> bool:
@@ -122,6 +133,7 @@ async def probe_until_ready(
     """Watch the job's files while someone waits; sign its host key when it asks; end with
     `job.endpoint` or `job.hook_error` set. Stats are cheap: often while the job runs."""
     job.probing = True
+    fast_until = trio.current_time() + FAST_START
     try:
         unanswered = 0
         while job.live and job.endpoint is None and job.hook_error is None and job.leases:
@@ -140,6 +152,7 @@ async def probe_until_ready(
                 if unanswered >= MAX_UNANSWERED:
                     job.mark_hook_failed("the job's sshd wrote its record but does not answer")
                     return
-            await trio.sleep(fast if job.state.is_running or unanswered else slow)
+            soon = job.state.is_running or unanswered or trio.current_time() < fast_until
+            await trio.sleep(fast if soon else slow)
     finally:
         job.probing = False

@@ -8,14 +8,16 @@ request beside its readiness record, and waits for the certificate islurmd write
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable
 
 from islurm.config import records
 from islurm.config.records import RecordError
 from islurm.sessionhooks import sshd
+
+TYPE_CHECKING = False  # `typing` and `collections.abc` are not loaded at a job's start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PREMADE_WAIT = 2.0  # seconds for islurmd's key to land (it writes it right after sbatch)
 PRIVATE_KEY_HEAD = "-----BEGIN OPENSSH PRIVATE KEY-----"
@@ -89,8 +91,10 @@ def take_premade(
         if clock() >= deadline:
             return None
         sleep(FAST_POLL)
-    with contextlib.suppress(FileNotFoundError):
+    try:  # noqa: SIM105 - contextlib is one import more at every job start
         os.unlink(path)
+    except FileNotFoundError:
+        pass
     if not isinstance(data, dict) or data.get("job_id") != job_id:
         raise RecordError(f"job {job_id}: islurmd's host key file is not for this job")
     key, pub, cert = data.get("private_key"), data.get("public_key"), data.get("certificate")

@@ -1,8 +1,8 @@
-"""The hook's one question to Slurm: when does this job end? (squeue, machine-readable.)"""
+"""The hook's one question to Slurm: when does this job end? (squeue, machine-readable.)
+Asked after the job's start, if at all: `subprocess` is imported then, not at start."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 
@@ -17,6 +17,8 @@ def parse_end_time(text: str) -> float | None:
 
 def end_time(job_id: str) -> float | None:
     """The job's current end time (it moves if an admin extends the limit); None if unknown."""
+    import subprocess
+
     try:
         proc = subprocess.run(
             ["squeue", "-h", "-j", job_id, "-o", "%e"],

@@ -2,33 +2,61 @@
 
 It starts a per-job sshd (fresh host key, this user only, keys only) on the leased port or a
 free one, writes the readiness record when sshd listens, and cleans everything up on TERM.
-Stdlib only: it runs with whatever Python the login node's install points at."""
+Stdlib only: it runs with whatever Python the login node's install points at.
+
+Its start-up is part of every cold connect: the job runs it through sessionhooks/launch.py
+under `python -I -S` (no site import); it parses its own argv without argparse when it can,
+and imports only what a job without an image needs to reach "sshd listening": no
+`subprocess`, `tempfile`, `shutil`, `dataclasses`, `typing`, nor `json`, `signal`, `socket`,
+which load `re` and `enum` (`_json` through config/jsonlite.py, `_signal`, `_socket` do):
+`python -X importtime` put them at 40 ms of a 70 ms start. The container layer loads only for
+a job with an image."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import _socket
 import os
 import pwd
 import select
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from types import FrameType
+from types import SimpleNamespace
 
 from islurm.config import paths, records
-from islurm.sessionhooks import hostkey, jobinfo, modules, sshd, terminals
-from islurm.sessionhooks.container.base import ContainerError
-from islurm.sessionhooks.container.job import JobContainer, job_container
+from islurm.sessionhooks import hostkey, jobinfo, sshd, terminals
+from islurm.sessionhooks.container.errors import ContainerError
 from islurm.sessionhooks.sessions import SessionCount
 from islurm.sessionhooks.walltime import WalltimeWarnings, format_left
 
+TYPE_CHECKING = False  # `typing` costs the job's start 2-5 ms
+if TYPE_CHECKING:
+    import argparse
+    import signal as _signal
+    from collections.abc import Iterator
+    from types import FrameType
+
+    from islurm.sessionhooks.container.job import JobContainer
+else:  # the C module: `signal` loads `enum` (no stubs for _signal)
+    import _signal
+
 LISTEN_TIMEOUT = 20.0
+
+
+class HookFailed(Exception):
+    """The job cannot serve, for the reason given (recorded for islurmd as it is)."""
+
+
+def load_modules(names: list[str], jobdir: str) -> dict[str, str]:
+    """The profile's environment modules, loaded once (modules.py loads re, shlex and
+    subprocess: only for a profile that has modules)."""
+    from islurm.sessionhooks import modules
+
+    try:
+        return modules.load(names, jobdir)
+    except modules.ModuleError as exc:
+        raise HookFailed(str(exc)) from None
+
+
 BIND_ATTEMPTS = 5
 GPU_VARS = (
     "CUDA_VISIBLE_DEVICES",
@@ -79,12 +107,29 @@ def _log_cap() -> int:
 SSHD_LOG = CappedLog(_log_cap())
 
 
+#: the signals that end the hook, by the names signal.Signals gives them (no `enum` at start)
+SIGNAL_NAMES: dict[int, str] = {
+    _signal.SIGTERM: "SIGTERM",
+    _signal.SIGINT: "SIGINT",
+    _signal.SIGHUP: "SIGHUP",
+    _signal.SIGUSR1: "SIGUSR1",
+}
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        return
+
+
 class Stop(Exception):
     """A signal asked the hook to end."""
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise Stop(signal.Signals(signum).name)
+    raise Stop(SIGNAL_NAMES.get(signum, f"signal {signum}"))
 
 
 def say(message: str) -> None:
@@ -101,7 +146,7 @@ def pick_port(preferred: int) -> int:
     for candidate in (preferred, 0):
         if candidate < 0:
             continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
         try:
             s.bind(("0.0.0.0", candidate))  # noqa: S104 - sshd listens on all addresses
             return int(s.getsockname()[1])
@@ -112,21 +157,39 @@ def pick_port(preferred: int) -> int:
     raise OSError("no free port")
 
 
+def wake_on_signals() -> int:
+    """A pipe the C part of Python's signal handling writes a byte to (set_wakeup_fd): a
+    select() that includes it returns for a signal that lands just before it blocks, which
+    would otherwise wait, unhandled, for sshd's next line or the deadline (a TERM was seen
+    ignored for minutes that way: 1-7 in 150 hook runs TERMed right after "ready")."""
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _signal.set_wakeup_fd(write_end)
+    return read_end
+
+
 class LineReader:
     """sshd's stderr, line by line, each line into the job's log."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stderr is not None
-        self.fd = proc.stderr.fileno()
+    #: wake_on_signals()' read end, once the hook's signal handlers are installed
+    signal_fd = -1
+
+    def __init__(self, proc: sshd.Sshd) -> None:
+        self.fd = proc.stderr_fd
         self.buf = b""
         self.eof = False
 
     def lines(self, deadline: float | None) -> Iterator[str]:
         """Lines until EOF (then `eof` is True) or the monotonic deadline."""
         self.eof = False
+        fds = [self.fd] if self.signal_fd < 0 else [self.fd, self.signal_fd]
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.fd], [], [], timeout)
+            ready, _, _ = select.select(fds, [], [], timeout)
+            if self.signal_fd in ready:
+                _drain(self.signal_fd)  # the handler runs now, between two bytecodes
+                ready.remove(self.signal_fd)
+                if not ready:
+                    continue
             if not ready:
                 return
             chunk = os.read(self.fd, 65536)
@@ -143,12 +206,12 @@ class LineReader:
 
 def start_listening(
     cfg_base: sshd.SshdConfig, cfg_path: str, preferred: int, binary: str
-) -> tuple[subprocess.Popen[bytes], int]:
+) -> tuple[sshd.Sshd, int]:
     """Start sshd; retry on another port if the chosen one was taken meanwhile."""
     last = ""
     for attempt in range(BIND_ATTEMPTS):
         port = pick_port(preferred if attempt == 0 else 0)
-        cfg = dataclasses.replace(cfg_base, port=port)
+        cfg = cfg_base.with_port(port)
         fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(cfg.render())
@@ -163,12 +226,12 @@ def start_listening(
     raise sshd.SshdError(f"sshd did not start: {last or 'it wrote nothing'}")
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: sshd.Sshd) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             proc.kill()
             proc.wait()
 
@@ -180,7 +243,7 @@ def login_node_addresses() -> tuple[str, ...]:
     if not host:
         return ()
     try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        infos = _socket.getaddrinfo(host, None, type=_socket.SOCK_STREAM)
     except OSError:
         return ()
     return tuple(sorted({str(info[4][0]) for info in infos}))
@@ -199,7 +262,7 @@ def job_environment() -> dict[str, str]:
 
 
 def serve(
-    proc: subprocess.Popen[bytes],
+    proc: sshd.Sshd,
     job_id: str,
     profile: str,
     leads: list[float],
@@ -251,7 +314,9 @@ def tell_ending(sshd_pid: int, job_id: str, profile: str, end: float | None) -> 
     say(f"end notice sent to {count} terminal(s): {message}")
 
 
-def _args(argv: list[str] | None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="islurm-sessionhook", description="Start the per-job sshd (run by islurm's job)."
     )
@@ -266,7 +331,61 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runtime", default="", help="enroot, apptainer or podman (default: by image)")
     p.add_argument("--bind", action="append", default=[], help="host dir mounted in the container")
     p.add_argument("--module", action="append", default=[], help="environment module to load")
-    return p.parse_args(argv)
+    return p
+
+
+#: the options _parser() knows, with how each value is read (None: a flag; a list: appended)
+_OPTIONS: dict[str, tuple[type, object]] = {
+    "--state-dir": (str, None),
+    "--port-lease": (int, 0),
+    "--profile": (str, None),
+    "--ca-dir": (str, None),
+    "--premade-key": (bool, False),
+    "--warn-before": (float, []),
+    "--time-limit": (int, None),
+    "--image": (str, ""),
+    "--runtime": (str, ""),
+    "--bind": (str, []),
+    "--module": (str, []),
+}
+
+
+def _fast_args(argv: list[str]) -> SimpleNamespace | None:
+    """The argv the job script gives (`--opt value` pairs and flags), parsed as _parser()
+    would, without importing argparse (10 ms of a cold connect); None for anything else
+    (help, an unknown or abbreviated option, a bad value, a missing one): argparse decides."""
+    values: dict[str, object] = {
+        k: list(v) if isinstance(v, list) else v for k, (_, v) in _OPTIONS.items()
+    }
+    i = 0
+    while i < len(argv):
+        opt = argv[i]
+        if opt not in _OPTIONS:
+            return None
+        kind, default = _OPTIONS[opt]
+        if kind is bool:
+            values[opt] = True
+            i += 1
+            continue
+        if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+            return None  # argparse tells values from options its own way
+        try:
+            value = kind(argv[i + 1])
+        except ValueError:
+            return None
+        if isinstance(default, list):
+            values[opt].append(value)  # type: ignore[attr-defined]
+        else:
+            values[opt] = value
+        i += 2
+    if values["--state-dir"] is None or values["--profile"] is None:
+        return None
+    return SimpleNamespace(**{k[2:].replace("-", "_"): v for k, v in values.items()})
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace | SimpleNamespace:
+    given = sys.argv[1:] if argv is None else argv
+    return _fast_args(given) or _parser().parse_args(given)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,24 +394,31 @@ def main(argv: list[str] | None = None) -> int:
     if not job_id.isdigit():
         say("SLURM_JOB_ID is not set: the session hook runs inside a Slurm job")
         return 2
-    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    node = os.environ.get("SLURMD_NODENAME") or _socket.gethostname()
     user = pwd.getpwuid(os.getuid()).pw_name
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-        signal.signal(signum, _on_signal)
+    for signum in SIGNAL_NAMES:
+        _signal.signal(signum, _on_signal)
+    LineReader.signal_fd = wake_on_signals()
     started = time.time()  # within a second of the job's start: the hook is its batch script
     try:
         jobs = paths.records_dir(paths.ensure_state_dirs(args.state_dir))
     except OSError as exc:
         say(f"error: {exc}")  # nowhere safe to write a record: the job's log is all there is
         return 1
-    jobdir = tempfile.mkdtemp(prefix=f"islurm-job{job_id}-")  # 0700, node-local
-    proc: subprocess.Popen[bytes] | None = None
+    try:
+        jobdir = job_dir(job_id)
+    except OSError as exc:
+        _fail(jobs, job_id, f"no private directory for the job's sshd files: {exc}")
+        return 1
+    proc: sshd.Sshd | None = None
     container: JobContainer | None = None
     code = 0
     end: float | None = None
     try:
         # First: a module that does not load fails the job before anything else starts.
-        env = {**job_environment(), **modules.load(args.module, jobdir)}
+        env = job_environment()
+        if args.module:
+            env.update(load_modules(args.module, jobdir))
         key = os.path.join(jobdir, "ssh_host_ed25519_key")
         # The daemon passes the profile's time limit; Slurm is asked only when it could not.
         end = started + args.time_limit if args.time_limit else jobinfo.end_time(job_id)
@@ -301,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         binary = sshd.find_sshd()
         penalties = sshd.per_source_penalties_supported(binary, args.state_dir)
         if args.image:  # started before sshd: no session can arrive before its container
+            from islurm.sessionhooks.container.job import job_container
+
             container = job_container(
                 job_id, args.image, args.runtime, args.bind, jobdir, env, node, say
             )
@@ -333,23 +461,45 @@ def main(argv: list[str] | None = None) -> int:
         say(f"stopping on {stop}")
         if proc is not None:
             tell_ending(proc.pid, job_id, args.profile, end)
-    except (sshd.SshdError, ContainerError, modules.ModuleError) as exc:
+    except (sshd.SshdError, ContainerError, HookFailed) as exc:
         _fail(jobs, job_id, str(exc))
         code = 1
     except (OSError, ValueError) as exc:
         _fail(jobs, job_id, f"the session hook failed: {exc}")
         code = 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
         # The error record stays: it tells islurmd why.
         records.remove(jobs, job_id, (records.RECORD, records.SIGN_REQUEST, records.CERTIFICATE))
         if proc is not None:
             stop_process(proc)
         if container is not None:
             container.stop()
+        import shutil
+
         shutil.rmtree(jobdir, ignore_errors=True)
         SSHD_LOG.close()
     return code
+
+
+def job_dir(job_id: str) -> str:
+    """A new directory for the job's sshd files, 0700, node-local: in $TMPDIR (Slurm may point
+    it at the job's own) or /tmp; what tempfile.mkdtemp does, without its imports."""
+    last: OSError = FileNotFoundError("no temporary directory")
+    for base in dict.fromkeys((os.environ.get("TMPDIR", ""), "/tmp")):  # noqa: S108
+        if not os.path.isabs(base):
+            continue
+        for _ in range(100):
+            path = os.path.join(base, f"islurm-job{job_id}-{os.urandom(5).hex()}")
+            try:
+                os.mkdir(path, 0o700)
+                return path
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                last = exc
+                break
+    raise last
 
 
 def _fail(jobs: str, job_id: str, message: str) -> None:

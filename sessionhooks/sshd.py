@@ -1,20 +1,24 @@
 """The one interface to OpenSSH on the compute node: ssh-keygen and the job's sshd.
 
-(The user's CA lives on the login node only: daemon/sshca.py.)"""
+(The user's CA lives on the login node only: daemon/sshca.py.) Its start-up path imports
+neither `subprocess` nor `dataclasses` (15 ms of every job start): sshd is started with
+posix_spawn; ssh-keygen and `sshd -t`, which a job start rarely needs, load subprocess then."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
 
+from islurm.config import jsonlite
 from islurm.config.files import write_text_atomic
-from islurm.config.sshconfig import config_word
+from islurm.config.sshwords import config_word
+
+TYPE_CHECKING = False  # `typing` and `collections.abc` are not loaded at a job's start
+if TYPE_CHECKING:
+    import signal as _signal
+    from collections.abc import Mapping, Sequence
+else:  # the C module: `signal` loads `enum` (no stubs for _signal)
+    import _signal
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 
@@ -24,9 +28,14 @@ class SshdError(RuntimeError):
 
 
 def find_sshd() -> str:
-    for path in (os.environ.get("ISLURM_SSHD", ""), *SSHD_CANDIDATES, shutil.which("sshd") or ""):
+    for path in (os.environ.get("ISLURM_SSHD", ""), *SSHD_CANDIDATES):
         if path and os.access(path, os.X_OK):
             return path
+    import shutil
+
+    path = shutil.which("sshd") or ""
+    if path and os.access(path, os.X_OK):
+        return path
     raise SshdError("no sshd binary found (install openssh-server on the compute nodes)")
 
 
@@ -38,6 +47,8 @@ def generate_host_key(path: str, comment: str) -> str:
 
 
 def run(argv: Sequence[str]) -> str:
+    import subprocess
+
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -75,7 +86,7 @@ def per_source_penalties_supported(binary: str, cache_dir: str) -> bool:
     cache = os.path.join(cache_dir, _FEATURES_FILE)
     try:
         with open(cache, encoding="utf-8") as f:
-            known = json.load(f)
+            known = jsonlite.loads(f.read())
     except (OSError, ValueError):
         known = {}
     if not isinstance(known, dict):
@@ -84,13 +95,18 @@ def per_source_penalties_supported(binary: str, cache_dir: str) -> bool:
         return bool(known[key])
     supported = _probe_keyword(binary, PER_SOURCE_PENALTIES)
     known[key] = supported
+    import contextlib  # here, not at the top: this runs once per sshd build, not per job
+
     # Unwritable: asked again at the next job start; never a reason to fail this one.
     with contextlib.suppress(OSError):
-        write_text_atomic(cache, json.dumps(known, sort_keys=True) + "\n", mode=0o600)
+        write_text_atomic(cache, jsonlite.dumps(known, sort_keys=True) + "\n", mode=0o600)
     return supported
 
 
 def _probe_keyword(binary: str, line: str) -> bool:
+    import subprocess
+    import tempfile
+
     with tempfile.NamedTemporaryFile("w", suffix=".sshd_config", encoding="utf-8") as f:
         f.write(line + "\n")
         f.flush()
@@ -104,16 +120,34 @@ def _probe_keyword(binary: str, line: str) -> bool:
     return "bad configuration option" not in err and "unsupported option" not in err
 
 
-@dataclass(frozen=True)
 class SshdConfig:
-    port: int
-    host_key: str
-    user: str
-    host_cert: str | None = None
-    env: Mapping[str, str] | None = None
-    per_source_penalties: bool = False  # per_source_penalties_supported(binary, ...)
-    penalty_exempt: tuple[str, ...] = ()  # addresses/CIDRs of the login nodes
-    force_command: str | None = None  # the container wrapper every session goes through
+    """What the job's sshd_config says. A plain class: `dataclasses` costs 10 ms a job start."""
+
+    def __init__(
+        self,
+        port: int,
+        host_key: str,
+        user: str,
+        host_cert: str | None = None,
+        env: Mapping[str, str] | None = None,
+        per_source_penalties: bool = False,  # per_source_penalties_supported(binary, ...)
+        penalty_exempt: tuple[str, ...] = (),  # addresses/CIDRs of the login nodes
+        force_command: str | None = None,  # the container wrapper every session goes through
+    ) -> None:
+        self.port = port
+        self.host_key = host_key
+        self.user = user
+        self.host_cert = host_cert
+        self.env = env
+        self.per_source_penalties = per_source_penalties
+        self.penalty_exempt = penalty_exempt
+        self.force_command = force_command
+
+    def with_port(self, port: int) -> SshdConfig:
+        """The same config listening on `port`."""
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__, port=port)
+        return other
 
     def render(self) -> str:
         lines = [
@@ -171,11 +205,65 @@ class SshdConfig:
         return "\n".join(lines) + "\n"
 
 
-def start(sshd: str, config_path: str) -> subprocess.Popen[bytes]:
-    """sshd in the foreground (-D), logging to stderr (-e), which the hook reads for readiness."""
-    return subprocess.Popen(
-        [sshd, "-D", "-e", "-f", config_path],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+class Sshd:
+    """The job's sshd process: its pid, its stderr (a pipe the hook reads), and the few
+    things subprocess.Popen would do for it."""
+
+    def __init__(self, pid: int, stderr_fd: int) -> None:
+        self.pid = pid
+        self.stderr_fd = stderr_fd
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit code; TimeoutError if it still runs after `timeout` seconds."""
+        if timeout is None:
+            while self.returncode is None:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"sshd (pid {self.pid}) still runs after {timeout} s")
+            time.sleep(0.01)
+        return code
+
+    def _signal(self, signum: int) -> None:
+        if self.poll() is None:  # never signal a pid that was reaped (it may be reused)
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self._signal(_signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(_signal.SIGKILL)
+
+
+def start(sshd: str, config_path: str) -> Sshd:
+    """sshd in the foreground (-D), logging to stderr (-e), which the hook reads for readiness.
+    Its stdin and stdout are /dev/null; sshd closes every other descriptor it inherits."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.posix_spawn(
+            sshd,
+            [sshd, "-D", "-e", "-f", config_path],
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_DUP2, write_end, 2),
+            ],
+        )
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return Sshd(pid, read_end)

@@ -13,9 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-
-class ContainerError(RuntimeError):
-    """A container could not be prepared, started or entered; the message says why."""
+from islurm.sessionhooks.container.errors import ContainerError as ContainerError
 
 
 @dataclass(frozen=True)

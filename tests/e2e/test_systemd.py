@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -328,3 +329,163 @@ def test_islurmd_serves_a_socket_passed_like_systemd_and_leaves_it_there(
         assert stat.S_ISSOCK(os.lstat(sock).st_mode)
     finally:
         activator.stop()
+
+
+# -- under a live systemd --user manager ------------------------------------------------------
+
+SYSTEMD = "/lib/systemd/systemd"
+BOOTED = Path("/run/systemd/system")  # systemd believes it booted the machine when this exists
+CGROUPS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+IDLE_EXIT = """\
+[daemon]
+poll_busy = 0.25
+idle_exit = "10s"
+
+[update]
+mode = "off"
+
+[profiles.short]
+description = "a small CPU job for tests"
+sbatch = ["--partition=interactive", "--cpus-per-task=1", "--mem=256M", "--time=00:20:00"]
+"""
+
+
+@dataclass
+class UserManager:
+    pid: int
+    runtime: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"XDG_RUNTIME_DIR": str(self.runtime)}
+
+
+def _rmdir_tree(path: Path) -> None:
+    """A cgroup and the ones systemd made inside it, deepest first (only rmdir works there)."""
+    if not path.is_dir():
+        return
+    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+@pytest.fixture
+def user_manager(user: User, systemd_analyze: str) -> Iterator[UserManager]:
+    """`systemd --user` for the test user, as ../shared/test-cluster-notes.md describes: PID 1
+    here is not systemd. After every apt install (systemd_analyze), /run/systemd/system is made
+    (and removed again), cgroups are delegated, and the manager is stopped by its pid."""
+    if not os.access(SYSTEMD, os.X_OK):
+        pytest.fail(f"{SYSTEMD} is missing (the systemd package)")
+    made: list[Path] = []
+    if not BOOTED.exists():
+        BOOTED.mkdir(parents=True)
+        made.append(BOOTED)
+    uid, gid = user.uid, int(subprocess.check_output(["id", "-g", user.name]).strip())
+    runtime = Path(f"/run/user/{uid}")
+    if not runtime.exists():
+        runtime.mkdir(mode=0o700, parents=True)
+        made.append(runtime)
+    os.chown(runtime, uid, gid)
+    os.chmod(runtime, 0o700)
+    slice_ = f"user.slice/user-{uid}.slice/user@{uid}.service"
+    cgroups = [root / slice_ for root in CGROUPS if root.is_dir()]
+    for cg in cgroups:
+        cg.mkdir(parents=True, exist_ok=True)
+        for p in [cg, *cg.rglob("*")]:
+            os.chown(p, uid, gid)
+    env = [f"XDG_RUNTIME_DIR={runtime}", f"HOME={user.home}", f"USER={user.name}",
+           f"LOGNAME={user.name}", "PATH=/usr/bin:/bin", "LANG=C.UTF-8"]  # fmt: skip
+    # As root, move the shell into the delegated cgroups (cgroup v2 wants root for the move),
+    # then become the user and exec the manager: its pid is the shell's.
+    move = " && ".join(f'echo $$ > "${i + 1}/cgroup.procs"' for i in range(len(cgroups)))
+    argv = ["sh", "-c", f'{move or "true"} && shift {len(cgroups)} && exec "$@"', "sh",
+            *map(str, cgroups), "setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups",
+            "env", "-i", *env, SYSTEMD, "--user"]  # fmt: skip
+    fd, log_name = tempfile.mkstemp(prefix="isd-manager-")
+    log = Path(log_name)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd)
+    os.close(fd)
+    manager = UserManager(proc.pid, runtime)
+    try:
+        deadline = time.monotonic() + GUARD
+        state = ""
+        while state not in ("running", "degraded"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"systemd --user did not come up (exit {proc.poll()}, state {state!r}):\n"
+                    + log.read_text(errors="replace")[-3000:]
+                )
+            time.sleep(0.2)
+            r = user.run(["systemctl", "--user", "is-system-running"], env=manager.env)
+            state = r.stdout.decode().strip()
+        yield manager
+    finally:
+        user.run(["islurmctl", "service", "uninstall"], env=manager.env)
+        if proc.poll() is None:
+            proc.terminate()  # the manager stops its units (islurmd included), then exits
+            try:
+                proc.wait(GUARD)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.unlink()
+        for cg in cgroups:
+            _rmdir_tree(cg)
+            for parent in (cg.parent, cg.parent.parent):  # user-UID.slice, user.slice
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+        for path in reversed(made):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _unit_state(user: User, manager: UserManager, unit: str) -> str:
+    r = user.run(["systemctl", "--user", "is-active", unit], env=manager.env)
+    return r.stdout.decode().strip()
+
+
+def _systemd_daemon(user: User, manager: UserManager) -> int:
+    status = _status(user, manager.runtime)
+    assert status["mode"] == "systemd", status
+    pid = int(str(status["pid"]))
+    assert psutil.Process(pid).ppid() == manager.pid  # started by the user manager
+    return pid
+
+
+def test_socket_activation_under_a_live_user_manager_and_the_idle_exit(
+    user: User, user_manager: UserManager, tmp_path: Path
+) -> None:
+    user.stop_daemon()
+    user.prepare(IDLE_EXIT, tmp_path)
+    r = user.run(["islurmctl", "service", "install"], env=user_manager.env)
+    assert r.returncode == 0, (r.stdout + r.stderr).decode()
+    assert _unit_state(user, user_manager, "islurmd.socket") == "active"
+    assert _unit_state(user, user_manager, "islurmd.service") == "inactive"  # not started yet
+    sock = user_manager.runtime / "islurm" / "islurmd.sock"
+    assert stat.S_ISSOCK(os.lstat(sock).st_mode) and os.lstat(sock).st_uid == user.uid
+
+    # The first connect reaches the socket systemd holds: it starts islurmd.
+    first = user.run(user.ssh_argv("slurm-short", "echo in-job"), env=user_manager.env, timeout=180)
+    assert first.returncode == 0 and first.stdout == b"in-job\n", first.stderr.decode()
+    pid = _systemd_daemon(user, user_manager)
+    assert _unit_state(user, user_manager, "islurmd.service") == "active"
+
+    # With no job and no connection, the daemon exits after idle_exit; the socket stays.
+    cancel = user.run(["islurmctl", "cancel", "--all"], env=user_manager.env)
+    assert cancel.returncode == 0, cancel.stderr.decode()
+    user.wait_no_jobs()
+    deadline = time.monotonic() + 60
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the unused islurmd did not exit"
+        time.sleep(0.5)
+    while _unit_state(user, user_manager, "islurmd.service") == "deactivating":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert _unit_state(user, user_manager, "islurmd.service") == "inactive"
+    assert _unit_state(user, user_manager, "islurmd.socket") == "active"
+
+    # The next connect activates it again.
+    again = user.run(user.ssh_argv("slurm-short", "hostname"), env=user_manager.env, timeout=180)
+    assert again.returncode == 0, again.stderr.decode()
+    assert _systemd_daemon(user, user_manager) != pid

@@ -199,7 +199,7 @@ def test_penalties_probe_asks_this_sshd_once_then_reads_the_cache(
     def no_process(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached answer needs no process")
 
-    monkeypatch.setattr("islurm.sessionhooks.sshd.subprocess.run", no_process)
+    monkeypatch.setattr("subprocess.run", no_process)
     assert sshd.per_source_penalties_supported(SSHD, str(tmp_path)) is expected
 
 

@@ -129,6 +129,30 @@ async def test_replaced_record_is_not_the_endpoint_handed_out(
     assert slurm.of("submit") == []
 
 
+async def test_a_job_slurm_has_not_yet_shown_running_is_handed_out_on_its_record(
+    tmp_path: Path, autojump_clock: object, sshds: set[int]
+) -> None:
+    """The job starts between two polls (0.5 s apart while someone waits): its hook's record
+    and an answering sshd are newer news than the last poll's PENDING. The connect is ready
+    within the probe's fast cadence (it waited for the next poll to say RUNNING, up to 0.5 s,
+    and Slurm here keeps saying PENDING)."""
+    slurm = FakeSlurm().always("query", rows(squeue_line("4242")))  # queued: adopted
+    async with live_daemon(tmp_path, slurm) as (daemon, state, nursery):
+        notes = Notes()
+        nursery.start_soon(daemon.manager.acquire, daemon.manager.new_lease("cpu"), notes)
+        with trio.fail_after(GUARD):
+            await notes.wait_for("session.progress", about("4242"))
+            await trio.sleep(1.0)  # still PENDING: the probe runs at its fast start cadence
+            written = trio.current_time()
+            write_record(state, "4242", port=22022)
+            sshds.add(22022)
+            ready = await notes.wait_for("session.ready")
+            waited = trio.current_time() - written
+    assert job_of(daemon.table, "4242").state is JobState.PENDING
+    assert ready["port"] == 22022
+    assert waited <= 0.05  # the probe stats every 0.01 s in its first FAST_START seconds
+
+
 def test_record_stands_only_for_the_record_it_came_from(tmp_path: Path) -> None:
     (tmp_path / "jobs").mkdir()
     store = RecordStore(str(tmp_path / "jobs"))
@@ -137,6 +161,10 @@ def test_record_stands_only_for_the_record_it_came_from(tmp_path: Path) -> None:
     job = Job(job_id="7", profile="cpu", state=JobState.RUNNING, node="c1")
     assert readiness.record_stands(job, endpoint, store)
     job.state = JobState.COMPLETING
+    assert not readiness.record_stands(job, endpoint, store)
+    job.state = JobState.PENDING  # started since the last poll: the record is newer news
+    assert readiness.record_stands(job, endpoint, store)
+    job.state = JobState.SUSPENDED
     assert not readiness.record_stands(job, endpoint, store)
     job.state = JobState.RUNNING
     write_record(tmp_path, "7", port=22022, node="c1", pid=11)  # sshd restarted

@@ -89,6 +89,23 @@ def test_hook_argv_without_optional_parts() -> None:
     ]  # fmt: skip
 
 
+def test_hook_run_as_a_file_without_site(tmp_path: Path) -> None:
+    python = stand_in_python(tmp_path / "bin")
+    script = "/opt/my venv/lib/python3.11/site-packages/islurm/sessionhooks/launch.py"
+    hook = HookCommand(python=python, state_dir="/s", port_lease=3, profile="cpu", script=script)
+    assert run_script(tmp_path, hook) == [
+        python, "-I", "-S", script, "--state-dir", "/s", "--port-lease", "3", "--profile", "cpu",
+    ]  # fmt: skip
+
+
+def test_the_daemons_hook_script_is_this_installs_sessionhooks_launcher() -> None:
+    import islurm.sessionhooks.main as hook
+    from islurm.daemon import app
+
+    assert os.path.basename(app.HOOK_SCRIPT) == "launch.py"
+    assert os.path.samefile(os.path.dirname(app.HOOK_SCRIPT), os.path.dirname(hook.__file__))
+
+
 def test_sbatch_options_put_islurms_identity_after_the_profiles_options() -> None:
     profile = Profile(
         name="gpu",
