@@ -17,22 +17,20 @@ from __future__ import annotations
 import _socket
 import os
 import pwd
-import select
 import sys
 import time
-from types import SimpleNamespace
 
 from islurm.config import paths, records
+from islurm.sessionhooks import args as hookargs
 from islurm.sessionhooks import hostkey, jobinfo, sshd, terminals
 from islurm.sessionhooks.container.errors import ContainerError
+from islurm.sessionhooks.joblog import SSHD_LOG, LineReader, say
 from islurm.sessionhooks.sessions import SessionCount
 from islurm.sessionhooks.walltime import WalltimeWarnings, format_left
 
 TYPE_CHECKING = False  # `typing` costs the job's start 2-5 ms
 if TYPE_CHECKING:
-    import argparse
     import signal as _signal
-    from collections.abc import Iterator
     from types import FrameType
 
     from islurm.sessionhooks.container.job import JobContainer
@@ -68,45 +66,6 @@ GPU_VARS = (
 END_TIME_RECHECK = 900.0  # an admin may extend a job's limit: look again this often
 
 
-MAX_SSHD_LOG = 1 << 20  # bytes of sshd's lines copied into the job's log in the home dir
-
-
-class CappedLog:
-    """sshd's lines into the job's log up to a budget (anyone on the cluster can make sshd
-    log); past it they are counted, not written."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.written = 0
-        self.dropped = 0
-
-    def line(self, text: str) -> None:
-        size = len(text) + 1
-        if self.written + size > self.budget:
-            if not self.dropped:
-                say(f"sshd log past {self.budget} bytes: further lines are counted, not written")
-            self.dropped += 1
-            return
-        self.written += size
-        say(f"sshd: {text}")
-
-    def close(self) -> None:
-        if self.dropped:
-            say(f"{self.dropped} sshd log line(s) dropped")
-            self.dropped = 0
-
-
-def _log_cap() -> int:
-    """MAX_SSHD_LOG, or $ISLURM_SSHD_LOG_CAP (bytes) where the job's environment sets it."""
-    try:
-        return max(0, int(os.environ.get("ISLURM_SSHD_LOG_CAP", MAX_SSHD_LOG)))
-    except ValueError:
-        return MAX_SSHD_LOG
-
-
-SSHD_LOG = CappedLog(_log_cap())
-
-
 #: the signals that end the hook, by the names signal.Signals gives them (no `enum` at start)
 SIGNAL_NAMES: dict[int, str] = {
     _signal.SIGTERM: "SIGTERM",
@@ -116,29 +75,12 @@ SIGNAL_NAMES: dict[int, str] = {
 }
 
 
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        return
-
-
 class Stop(Exception):
     """A signal asked the hook to end."""
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise Stop(SIGNAL_NAMES.get(signum, f"signal {signum}"))
-
-
-def say(message: str) -> None:
-    """A line for the job's log (Slurm's --output)."""
-    print(
-        f"islurm-hook[{os.getpid()}] {time.strftime('%H:%M:%S')} {message}",
-        file=sys.stderr,
-        flush=True,
-    )
 
 
 def pick_port(preferred: int) -> int:
@@ -165,43 +107,6 @@ def wake_on_signals() -> int:
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     _signal.set_wakeup_fd(write_end)
     return read_end
-
-
-class LineReader:
-    """sshd's stderr, line by line, each line into the job's log."""
-
-    #: wake_on_signals()' read end, once the hook's signal handlers are installed
-    signal_fd = -1
-
-    def __init__(self, proc: sshd.Sshd) -> None:
-        self.fd = proc.stderr_fd
-        self.buf = b""
-        self.eof = False
-
-    def lines(self, deadline: float | None) -> Iterator[str]:
-        """Lines until EOF (then `eof` is True) or the monotonic deadline."""
-        self.eof = False
-        fds = [self.fd] if self.signal_fd < 0 else [self.fd, self.signal_fd]
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select(fds, [], [], timeout)
-            if self.signal_fd in ready:
-                _drain(self.signal_fd)  # the handler runs now, between two bytecodes
-                ready.remove(self.signal_fd)
-                if not ready:
-                    continue
-            if not ready:
-                return
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                if self.buf:
-                    yield self.buf.decode("utf-8", "replace")
-                self.eof = True
-                return
-            self.buf += chunk
-            *lines, self.buf = self.buf.split(b"\n")
-            for line in lines:
-                yield line.decode("utf-8", "replace")
 
 
 def start_listening(
@@ -314,82 +219,8 @@ def tell_ending(sshd_pid: int, job_id: str, profile: str, end: float | None) -> 
     say(f"end notice sent to {count} terminal(s): {message}")
 
 
-def _parser() -> argparse.ArgumentParser:
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="islurm-sessionhook", description="Start the per-job sshd (run by islurm's job)."
-    )
-    p.add_argument("--state-dir", required=True)
-    p.add_argument("--port-lease", type=int, default=0)
-    p.add_argument("--profile", required=True)
-    p.add_argument("--ca-dir", default=None, help=argparse.SUPPRESS)  # jobs of islurm <= 0.1
-    p.add_argument("--premade-key", action="store_true", help="islurmd writes a signed host key")
-    p.add_argument("--warn-before", type=float, action="append", default=[])
-    p.add_argument("--time-limit", type=int, default=None, help="the job's limit in seconds")
-    p.add_argument("--image", default="", help="run every session in this container image")
-    p.add_argument("--runtime", default="", help="enroot, apptainer or podman (default: by image)")
-    p.add_argument("--bind", action="append", default=[], help="host dir mounted in the container")
-    p.add_argument("--module", action="append", default=[], help="environment module to load")
-    return p
-
-
-#: the options _parser() knows, with how each value is read (None: a flag; a list: appended)
-_OPTIONS: dict[str, tuple[type, object]] = {
-    "--state-dir": (str, None),
-    "--port-lease": (int, 0),
-    "--profile": (str, None),
-    "--ca-dir": (str, None),
-    "--premade-key": (bool, False),
-    "--warn-before": (float, []),
-    "--time-limit": (int, None),
-    "--image": (str, ""),
-    "--runtime": (str, ""),
-    "--bind": (str, []),
-    "--module": (str, []),
-}
-
-
-def _fast_args(argv: list[str]) -> SimpleNamespace | None:
-    """The argv the job script gives (`--opt value` pairs and flags), parsed as _parser()
-    would, without importing argparse (10 ms of a cold connect); None for anything else
-    (help, an unknown or abbreviated option, a bad value, a missing one): argparse decides."""
-    values: dict[str, object] = {
-        k: list(v) if isinstance(v, list) else v for k, (_, v) in _OPTIONS.items()
-    }
-    i = 0
-    while i < len(argv):
-        opt = argv[i]
-        if opt not in _OPTIONS:
-            return None
-        kind, default = _OPTIONS[opt]
-        if kind is bool:
-            values[opt] = True
-            i += 1
-            continue
-        if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
-            return None  # argparse tells values from options its own way
-        try:
-            value = kind(argv[i + 1])
-        except ValueError:
-            return None
-        if isinstance(default, list):
-            values[opt].append(value)  # type: ignore[attr-defined]
-        else:
-            values[opt] = value
-        i += 2
-    if values["--state-dir"] is None or values["--profile"] is None:
-        return None
-    return SimpleNamespace(**{k[2:].replace("-", "_"): v for k, v in values.items()})
-
-
-def _args(argv: list[str] | None) -> argparse.Namespace | SimpleNamespace:
-    given = sys.argv[1:] if argv is None else argv
-    return _fast_args(given) or _parser().parse_args(given)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _args(argv)
+    args = hookargs.parse(argv)
     job_id = os.environ.get("SLURM_JOB_ID", "")
     if not job_id.isdigit():
         say("SLURM_JOB_ID is not set: the session hook runs inside a Slurm job")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from islurm.config.paths import UnsafeDirError, ensure_state_dirs
-from islurm.sessionhooks.main import CappedLog
+from islurm.sessionhooks.joblog import CappedLog
 
 
 def logged(capsys: pytest.CaptureFixture[str]) -> list[str]:

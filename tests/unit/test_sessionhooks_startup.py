@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from islurm.daemon.slurm.submission import HookCommand
-from islurm.sessionhooks import main as hook
+from islurm.sessionhooks import args as hookargs
 
 DEV = Path(__file__).resolve().parents[2] / ".dev"
 SCRIPT = DEV / "islurm" / "sessionhooks" / "launch.py"
@@ -54,9 +54,9 @@ NOT_AT_START = (
 )
 def test_the_job_scripts_argv_parses_as_argparse_parses_it(hook_command: HookCommand) -> None:
     argv = hook_command.argv()[3:]  # after python -m islurm.sessionhooks.main
-    fast = hook._fast_args(argv)
+    fast = hookargs.fast_args(argv)
     assert fast is not None
-    assert vars(fast) == vars(hook._parser().parse_args(argv))
+    assert vars(fast) == vars(hookargs.parser().parse_args(argv))
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_the_job_scripts_argv_parses_as_argparse_parses_it(hook_command: HookCom
     ],
 )
 def test_anything_else_is_left_to_argparse(argv: list[str]) -> None:
-    assert hook._fast_args(argv) is None
+    assert hookargs.fast_args(argv) is None
 
 
 def test_run_as_a_file_without_site_it_loads_only_what_a_plain_job_needs() -> None:
