@@ -25,16 +25,21 @@ PREPARE = REPO / "cluster" / "prepare-user.sh"
 PREFIX = "/opt/islurm-bench"
 USER = "islurmtest2"  # never islurmtest: the e2e tests own that one
 SOURCES = ("daemon", "proxyshim", "sessionhooks", "config", "pyproject.toml")
-SLURM_TOOLS = ("sbatch", "squeue", "scancel", "scontrol")
+SLURM_TOOLS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo")
 
 BENCH_CONFIG = """\
-# islurm benchmark config (bench/env.py): the default daemon intervals, a small cpu profile.
+# islurm benchmark config (bench/env.py): the default daemon intervals, a small cpu profile
+# and a wide one.
 [update]
 auto_update = false
 
 [profiles.cpu]
 description = "benchmark: 1 CPU, 256 MB"
 sbatch = ["--partition=interactive", "--cpus-per-task=1", "--mem=256M", "--time=00:30:00"]
+
+[profiles.wide]
+description = "benchmark: 8 CPUs (waits while another user's job holds the CPUs: the queue phase)"
+sbatch = ["--partition=interactive", "--cpus-per-task=8", "--mem=256M", "--time=00:30:00"]
 """
 
 

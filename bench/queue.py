@@ -51,12 +51,19 @@ def measure(ctx: Ctx, loops: int = 10, waiters: int = 10, window: float = 10.0) 
                 raise RuntimeError(f"profiles --available: {r.stderr[-500:]}")
         loop_calls = ctx.work.slurm_calls(t0, time.time())
         log(f"profiles --available x{loops}: {len(loop_calls)} Slurm calls {_tools(loop_calls)}")
-        procs = [ctx.ssh("slurm-cpu", "true") for _ in range(waiters)]
+        # `wide` (8 CPUs) cannot start while the blocker holds 15 of each node's 16: they wait.
+        procs = [ctx.ssh("slurm-wide", "true") for _ in range(waiters)]
         try:
             time.sleep(3.0)  # all submitted/attached; count the steady waiting
             t1 = time.time()
             time.sleep(window)
             wait_calls = ctx.work.slurm_calls(t1, time.time())
+            done = [p.args for p in procs if p.poll() is not None]
+            if done:
+                raise RuntimeError(f"{len(done)} of the {waiters} connects did not wait")
+            pending = [j for j in ctx.user.live_jobs() if j[1] == "PENDING"]
+            if len(pending) != 1:
+                raise RuntimeError(f"expected one pending job for the waiters, saw {pending}")
         finally:
             for p in procs:
                 p.kill()
