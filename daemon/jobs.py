@@ -76,11 +76,15 @@ class Job:
 
     # -- named transitions: the only places that change readiness ------------------------
     def mark_ready(self, endpoint: Endpoint, now: float) -> None:
-        """Its sshd answered: hand this endpoint out while its record stands."""
+        """Its sshd answered: hand this endpoint out while its record stands. A job the last
+        poll saw PENDING or CONFIGURING runs now (its hook wrote the record from inside it):
+        said so here, since no poll may come while nobody waits (`list` would say PENDING)."""
         self.endpoint = endpoint
         self.confirmed_at = now
         self.served = self.has_record = True
         self.node = self.node or endpoint.node
+        if self.state in (JobState.PENDING, JobState.CONFIGURING):
+            self.state, self.reason = JobState.RUNNING, "None"
         self.touch()
 
     def mark_confirmed(self, now: float) -> None:
