@@ -15,7 +15,7 @@ from islurm.config import protocol as proto
 from islurm.daemon import direct, jobview, version
 from islurm.daemon import gpuswap as swap
 from islurm.daemon.errors import Code, RpcFault
-from islurm.daemon.handed import HandedSessions, Ledger
+from islurm.daemon.handed import HandedSessions
 from islurm.daemon.manager import SessionManager
 from islurm.daemon.rpc.server import Connection, deserialize
 from islurm.daemon.slurm.client import SlurmError
@@ -93,10 +93,9 @@ def _protocol(value: object) -> None:
 def build_methods(
     manager: SessionManager,
     status: Callable[[], dict[str, Any]],
-    reload: Callable[[], str | None] = lambda: "reload is not supported here",
-    handover: HandedSessions | None = None,
+    reload: Callable[[], str | None],
+    handover: HandedSessions,
 ) -> dict[str, Method]:
-    handover = handover or HandedSessions(manager, Ledger(os.devnull))
 
     def acquire(
         ctx: Connection,

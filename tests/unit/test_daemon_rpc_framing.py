@@ -166,7 +166,10 @@ def check_answer(line: bytes, out: bytes | None) -> None:
 @pytest.fixture(scope="module")
 def answer(tmp_path_factory: pytest.TempPathFactory) -> Any:
     daemon, _ = make_daemon(tmp_path_factory.mktemp("fuzz"), FakeSlurm())
-    server = RpcServer(make_dispatch(build_methods(daemon.manager, daemon.status)), print)
+    methods = build_methods(
+        daemon.manager, daemon.status, lambda: "reload is not supported here", daemon.handed
+    )
+    server = RpcServer(make_dispatch(methods), print)
     send, _receive = trio.open_memory_channel[bytes](256)
     conn = Connection(send, pid=1)
 
