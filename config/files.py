@@ -20,15 +20,17 @@ def _create_temp(path: str) -> tuple[int, str]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def write_text_atomic(path: str, text: str, mode: int) -> None:
-    """Write `text` to a temporary file beside `path` with `mode`, fsync it, rename it over."""
+def write_text_atomic(path: str, text: str, mode: int, durable: bool = True) -> None:
+    """Write `text` to a temporary file beside `path` with `mode`, fsync it (unless not
+    `durable`: what a crash of the machine may lose anyway), rename it over."""
     fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:  # noqa: SIM105 - contextlib is one import more at every job start

@@ -3,9 +3,12 @@ for the manager, and kept on disk so that a restarted islurmd still knows who is
 
 from __future__ import annotations
 
+import json
+
 import structlog
 
 from islurm.config import records
+from islurm.config.files import write_text_atomic
 from islurm.daemon import direct
 from islurm.daemon.direct import SshClient
 from islurm.daemon.jobs import Job
@@ -54,8 +57,11 @@ class Ledger:
             self.save()
 
     def save(self) -> None:
+        # Not fsynced: on every handed connect, and what a machine crash loses (the ssh
+        # processes it names) goes with it.
+        text = json.dumps({"sessions": list(self.entries.values())})
         try:
-            records.write_json(self.path, {"sessions": list(self.entries.values())})
+            write_text_atomic(self.path, text, 0o600, durable=False)
         except OSError as exc:
             log.warning("direct.ledger_unwritable", path=self.path, error=str(exc))
 
@@ -84,7 +90,10 @@ class HandedSessions:
         m = self.manager
         await m.watcher.synced.wait()
         restored = 0
-        for entry in self.ledger.load():
+        entries = self.ledger.load()
+        if not entries:
+            return 0  # nothing to take back, nothing to rewrite
+        for entry in entries:
             job = m.table.get(str(entry["job_id"]))
             if job is None or not job.live:
                 continue
