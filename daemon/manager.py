@@ -33,6 +33,9 @@ log = structlog.get_logger("islurm.sessions")
 HEARTBEAT = 30.0  # re-say "still waiting" this often while nothing changes
 FINAL_STATE_WAIT = 2.5  # seconds to learn why a job ended before telling its sessions
 CONFIRM_FRESH = 2.0  # seconds a TCP check vouches for a listening sshd (its record is re-read)
+# A connect that waited this long asks what would start now (a sinfo): most jobs on a cluster
+# with room start within Slurm's first scheduling pass, and their connects need no such call.
+LOOK_AROUND_AFTER = 1.5
 SHUTTING_DOWN_TEXT = "islurmd is shutting down (its clients retry against the next one)"
 
 
@@ -254,6 +257,7 @@ class SessionManager:
         t0 = trio.current_time()
         said: tuple[tuple[object, ...], float] = ((), -HEARTBEAT)  # (what was said, when)
         kicked = False  # a ready job needs no Slurm call; one that makes us wait does
+        looked = False  # asked what would start now (once this connect has waited a while)
         while True:
             job = await self._job_for(lease, profile, notify, extra)
             self.bind(lease, job)
@@ -303,9 +307,14 @@ class SessionManager:
             if not kicked:
                 kicked = True
                 self.watcher.kick()
-                if self.avail is not None:
+            limit = fallback.wait_limit(profile, now - t0, HEARTBEAT)
+            if not looked and self.avail is not None:
+                if now - t0 >= LOOK_AROUND_AFTER:
+                    looked = True
                     self.avail.wake()
-            with trio.move_on_after(fallback.wait_limit(profile, now - t0, HEARTBEAT)):
+                else:
+                    limit = min(limit, t0 + LOOK_AROUND_AFTER - now)
+            with trio.move_on_after(limit):
                 await job.wait_changed()
 
     async def _job_for(

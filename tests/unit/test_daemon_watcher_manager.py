@@ -303,3 +303,40 @@ async def test_a_job_about_to_reach_its_limit_is_not_handed_out_a_new_one_is_sub
     assert (ready["job_id"], ready["port"]) == ("4244", 23457)
     assert len(slurm.of("submit")) == 1
     assert slurm.of("cancel") == []  # the ending job is left to end by itself
+
+
+async def test_what_starts_now_is_asked_only_once_a_connect_has_waited_a_while(
+    tmp_path: Path, autojump_clock: object, banners: list[Endpoint]
+) -> None:
+    """A job that starts within Slurm's first pass costs its connect no sinfo; a connect that
+    waits longer asks once, and then says what would start now."""
+    from islurm.daemon import manager
+
+    slurm = FakeSlurm().script("query", []).script("submit", "4250", "4251")
+    async with live_daemon(tmp_path, slurm) as (daemon, state, nursery):
+        await nursery.start(daemon.avail.run)
+        slurm.always("query", rows(squeue_line("4250")))
+        lease, notes = daemon.manager.new_lease("cpu"), Notes()
+        with trio.fail_after(GUARD):
+            nursery.start_soon(daemon.manager.acquire, lease, notes)
+            await notes.wait_for("session.progress", pending)
+            await trio.sleep(manager.LOOK_AROUND_AFTER - 0.5)
+            slurm.always("query", rows(running_line("4250")))
+            write_record(state, "4250", port=22022)
+            await notes.wait_for("session.ready")
+        assert slurm.of("nodes") == [] and slurm.of("test_submit") == []  # (unscripted: fails)
+
+        slurm.quiet_queue()  # from now on sinfo and --test-only may answer
+        slurm.always("query", rows(squeue_line("4251", "gpu")))
+        lease, notes = daemon.manager.new_lease("gpu"), Notes()
+        with trio.fail_after(GUARD):
+            nursery.start_soon(daemon.manager.acquire, lease, notes)
+            await notes.wait_for("session.progress", pending)
+            assert slurm.of("nodes") == []
+            said = await notes.wait_for("session.progress", lambda p: bool(p.get("starts_now")))
+            assert said["waited"] >= manager.LOOK_AROUND_AFTER and "cpu" in said["starts_now"]
+            await trio.sleep(2)
+            assert len(slurm.of("nodes")) == 1
+            slurm.always("query", rows(running_line("4251", "gpu")))
+            write_record(state, "4251", port=22023)
+            await notes.wait_for("session.ready")
