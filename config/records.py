@@ -138,8 +138,8 @@ def read_json(file: str) -> object | None:
     return parsed
 
 
-def write_json(file: str, data: dict[str, object]) -> None:
-    write_text_atomic(file, jsonlite.dumps(data), 0o600)
+def write_json(file: str, data: dict[str, object], durable: bool = True) -> None:
+    write_text_atomic(file, jsonlite.dumps(data), 0o600, durable)
 
 
 def record_from_json(data: object, job_id: str) -> Record | None:

@@ -3,12 +3,9 @@ for the manager, and kept on disk so that a restarted islurmd still knows who is
 
 from __future__ import annotations
 
-import json
-
 import structlog
 
 from islurm.config import records
-from islurm.config.files import write_text_atomic
 from islurm.daemon import direct
 from islurm.daemon.direct import SshClient
 from islurm.daemon.jobs import Job
@@ -59,9 +56,8 @@ class Ledger:
     def save(self) -> None:
         # Not fsynced: on every handed connect, and what a machine crash loses (the ssh
         # processes it names) goes with it.
-        text = json.dumps({"sessions": list(self.entries.values())})
         try:
-            write_text_atomic(self.path, text, 0o600, durable=False)
+            records.write_json(self.path, {"sessions": list(self.entries.values())}, durable=False)
         except OSError as exc:
             log.warning("direct.ledger_unwritable", path=self.path, error=str(exc))
 
