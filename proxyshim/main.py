@@ -49,6 +49,8 @@ NODE_HANGUP_WAIT = 5.0  # seconds to wait for islurmd's word when the node hangs
 
 USAGE = """\
 usage: islurm-proxy [--socket PATH] [--timeout SECONDS] [--image IMAGE] [--fdpass] PROFILE
+       islurm-proxy --via LOGIN [--remote PATH] [--ssh-config FILE] [--timeout SECONDS]
+                    [--image IMAGE] PROFILE
 """
 
 HELP = (
@@ -62,6 +64,13 @@ options:
                        $XDG_RUNTIME_DIR/islurm/islurmd.sock, else /tmp/islurm-UID/islurmd.sock)
   --timeout SECONDS    give up when no session is ready within SECONDS
   --fdpass             hand the connected socket to ssh and exit (ssh's ProxyUseFdpass)
+  --via LOGIN          on a laptop, with ProxyUseFdpass: reach the job through the login
+                       node LOGIN (as ssh names it); its sshd opens the connection, as
+                       with `ssh -J`, and no islurm process carries the bytes
+  --remote PATH        islurm-proxy on the login node (default: islurm-proxy on its PATH)
+  --ssh-config FILE    the ssh config file for the connection to LOGIN (ssh -F)
+  --endpoint           on the login node, for --via: print the ready endpoint, await the
+                       laptop's word, leave the job held by this ssh connection
   --image IMAGE        run the session in this container image instead of the profile's:
                        an absolute path, a reference (docker://debian:12) or a name from
                        the config's [containers] images; one job per profile and image
@@ -88,6 +97,11 @@ class Options:
         self.timeout: float | None = None
         self.image: str | None = None
         self.fdpass = False
+        self.via: str | None = None  # the laptop route through this login node
+        self.remote = "islurm-proxy"
+        self.ssh_config: str | None = None
+        self.endpoint = False  # the login node's end of the laptop route
+        self.command = ""  # with --via: the login node's command (hop.remote_command)
 
 
 def parse_args(args: list[str]) -> Options:
@@ -108,10 +122,20 @@ def parse_args(args: list[str]) -> Options:
         if arg == "--version":
             opts.action = "version"
             return opts
-        if arg == "--fdpass":
-            opts.fdpass = True
+        if arg in ("--fdpass", "--endpoint"):
+            setattr(opts, arg[2:], True)
             continue
         name, eq, value = arg.partition("=")
+        if name in ("--via", "--remote", "--ssh-config"):
+            if not eq:
+                if i >= len(args):
+                    raise UsageError(f"{name} needs a value")
+                value = args[i]
+                i += 1
+            if not value or value.startswith("-"):
+                raise UsageError(f"{name} needs a value, not {value!r}")
+            setattr(opts, name[2:].replace("-", "_"), value)
+            continue
         if name in ("--socket", "--timeout", "--image"):
             if not eq:
                 if i >= len(args):
@@ -137,6 +161,15 @@ def parse_args(args: list[str]) -> Options:
     if not positional[0]:
         raise UsageError("PROFILE is empty")
     opts.profile = positional[0]
+    if sum((opts.fdpass, opts.endpoint, opts.via is not None)) > 1:
+        raise UsageError("--fdpass, --via and --endpoint exclude each other")
+    if opts.via is not None:
+        from islurm.proxyshim import hop
+
+        try:
+            opts.command = hop.remote_command(opts.remote, opts.profile, opts.image, opts.timeout)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     return opts
 
 
@@ -232,10 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     from islurm.proxyshim import report, splice
 
     try:
+        if opts.via is not None:
+            from islurm.proxyshim import via
+
+            return via.run(opts.via, opts.command, opts.ssh_config)
         if opts.socket is None:
             from islurm.config import paths
 
             opts.socket = paths.socket_path()
+        if opts.endpoint:
+            from islurm.proxyshim import endpoint
+
+            return endpoint.run(opts.socket, opts.profile, opts.timeout, opts.image)
         conn, ready, node = connect_live(
             opts.socket, opts.profile, opts.timeout, opts.image, opts.fdpass
         )

@@ -62,6 +62,12 @@ def test_parse_args_forms() -> None:
         (["--timeout", "nan", "cpu"], "positive number"),
         (["--timeout", "inf", "cpu"], "positive number"),
         ([""], "PROFILE is empty"),
+        (["--via"], "--via needs a value"),
+        (["--via", "-oProxyCommand=x", "cpu"], "--via needs a value, not '-oProxyCommand=x'"),
+        (["--via", "login", "--fdpass", "cpu"], "exclude each other"),
+        (["--endpoint", "--fdpass", "cpu"], "exclude each other"),
+        (["--via", "login", "--remote", "bin/islurm proxy", "cpu"], "login node's shell"),
+        (["--via", "login", "c$(id)"], "login node's shell"),
     ],
 )
 def test_parse_args_errors(args: list[str], complaint: str) -> None:
@@ -78,6 +84,8 @@ def test_usage_error_exits_2_on_stderr_only(shim_start: Start) -> None:
         "islurm-proxy: unknown option --bogus",
         "usage: islurm-proxy [--socket PATH] [--timeout SECONDS] [--image IMAGE] [--fdpass]"
         " PROFILE",
+        "       islurm-proxy --via LOGIN [--remote PATH] [--ssh-config FILE] [--timeout SECONDS]",
+        "                    [--image IMAGE] PROFILE",
     ]
 
 
