@@ -40,3 +40,18 @@ def through_current(path: str) -> str:
     root, _, rest = found
     stable = os.path.join(root, CURRENT, rest)
     return stable if os.path.exists(stable) else path
+
+
+def shim_command() -> tuple[str, ...]:
+    """The fastest way to start this install's shim: no site import, straight to its file;
+    through `current` in a managed install, so ssh runs the updated shim after an update."""
+    import sys
+
+    import islurm.proxyshim.main as shim
+
+    return (
+        through_current(os.path.abspath(sys.executable)),
+        "-I",
+        "-S",
+        through_current(os.path.abspath(shim.__file__)),
+    )

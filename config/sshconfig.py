@@ -30,13 +30,21 @@ def _shell_word(word: str) -> str:
 
 @dataclass(frozen=True)
 class ProxySpec:
-    """How ssh reaches the shim: directly on the login node, or through ssh to it."""
+    """How ssh reaches the shim: on the login node itself; from a laptop, through the login
+    node's sshd (`--via`, the laptop's shim with ProxyUseFdpass: proxyshim/hop.py); or from a
+    laptop through `ssh LOGIN islurm-proxy`, the login node's shim relaying the bytes."""
 
     login: str | None  # None: the config is used on the login node itself
-    local_command: tuple[str, ...] = ()  # argv prefix for the shim when local
-    remote_command: str = "islurm-proxy"
-    #: on the login node: the shim hands ssh the connected socket and exits (ProxyUseFdpass)
+    local_command: tuple[str, ...] = ()  # argv prefix for the shim on this machine
+    remote_command: str = "islurm-proxy"  # the shim on the login node, from a laptop
+    #: the shim hands ssh the connected socket and exits (ProxyUseFdpass): on the login node,
+    #: or with `login` and `local_command`, on a laptop through the login node's sshd
     fdpass: bool = False
+
+    @property
+    def hands_over(self) -> bool:
+        """ssh takes the socket from the shim (ProxyUseFdpass)."""
+        return self.fdpass and (self.login is None or bool(self.local_command))
 
     def command(self, profile: str, image: str = "") -> str:
         """The ProxyCommand: ssh runs it with `sh -c "exec ..."`, so each word is quoted for
@@ -44,6 +52,9 @@ class ProxySpec:
         shim = ["--image", image, profile] if image else [profile]
         if self.login is None:
             argv = [*self.local_command, *(["--fdpass"] if self.fdpass else []), *shim]
+        elif self.hands_over:
+            via = ["--via", self.login, "--remote", self.remote_command]
+            argv = [*self.local_command, *via, *shim]
         else:
             argv = ["ssh", "-T", "-o", "BatchMode=yes", self.login, self.remote_command, *shim]
         return " ".join(_shell_word(w).replace("%", "%%") for w in argv)
@@ -65,7 +76,7 @@ def host_options(
         ("ServerAliveInterval", "30"),
         ("ServerAliveCountMax", "4"),
     ]
-    if proxy.fdpass and proxy.login is None:
+    if proxy.hands_over:
         options.append(("ProxyUseFdpass", "yes"))
     if user:
         if any(c in user for c in "%$"):

@@ -4,7 +4,7 @@ what `ssh -G` makes of the result. Pure text building and parsing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from islurm.config.sshconfig import CERT_PRINCIPAL, HOST_PREFIX, ProxySpec, config_word, host_block
@@ -37,11 +37,20 @@ class Target:
         return f"{self.user}@{self.login}" if self.user else self.login
 
 
-def render_config(target: Target, profiles: Iterable[str], cluster_user: str) -> str:
+def render_config(
+    target: Target, profiles: Iterable[str], cluster_user: str, laptop_shim: Sequence[str] = ()
+) -> str:
     """Our ssh config file: one `Host slurm-<profile>` per profile, reached through the login
     node, and our key offered to the login node in addition to the user's own settings.
-    The job's sshd admits only the cluster user, whatever the laptop's user is called."""
-    proxy = ProxySpec(login=target.destination, remote_command=REMOTE_PROXY)
+    The job's sshd admits only the cluster user, whatever the laptop's user is called.
+    `laptop_shim`: the laptop's shim command, for the route where the login node's sshd opens
+    the connection to the job (no relay there); empty: the login node's shim relays."""
+    proxy = ProxySpec(
+        login=target.destination,
+        remote_command=REMOTE_PROXY,
+        local_command=tuple(laptop_shim),
+        fdpass=bool(laptop_shim),
+    )
     parts = [
         "# islurm hosts, written by `islurmctl setup`: re-run it rather than edit this file.\n",
         f"Host {config_word(target.login, expands=False)}\n    IdentityFile {KEY}\n",

@@ -5,6 +5,7 @@ them for the remote shell, so each word is quoted here (sh syntax: bash, zsh, da
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import time
@@ -84,6 +85,26 @@ def resolve(host: str) -> str:
     if r.returncode != 0:
         raise SshError(argv, r.returncode, r.stderr)
     return r.stdout
+
+
+#: what the laptop route's ssh must do (proxyshim/via.py): ProxyUseFdpass and a SOCKS
+#: listener on a Unix socket; `ssh -G` names an option it does not know
+PROBE_SOCKET = "/nonexistent/islurm/socks"
+
+
+def direct_route(login: str) -> tuple[str, ...]:
+    """The laptop's shim command for the route where the login node's sshd opens the
+    connection to the job (no relay on the login node), if this laptop's ssh can take it;
+    () where it cannot (Windows' OpenSSH has no ProxyUseFdpass): the login node relays."""
+    if os.name == "nt":
+        return ()
+    argv = ["ssh", "-G", "-o", "ProxyUseFdpass=yes", "-D", PROBE_SOCKET, login]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if r.returncode != 0 or f"dynamicforward {PROBE_SOCKET}" not in r.stdout.splitlines():
+        return ()
+    from islurm.config.installs import shim_command
+
+    return shim_command()
 
 
 def keygen(path: Path, comment: str) -> None:

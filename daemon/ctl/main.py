@@ -170,6 +170,7 @@ def cmd_known_hosts(args: argparse.Namespace) -> int:
 
 
 def cmd_ssh_config(args: argparse.Namespace) -> int:
+    from islurm.config.installs import shim_command
     from islurm.config.sshconfig import ProxySpec, known_hosts_line, render
     from islurm.daemon.sshca import default_dir, ensure_ca
 
@@ -187,7 +188,7 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
     known = args.known_hosts or os.path.join(paths.config_dir(), "known_hosts")
     if args.local:
         sessions.ensure_known_hosts(known)  # where the login node's ssh will read it
-        proxy = ProxySpec(login=None, local_command=_local_shim_command(), fdpass=not args.relay)
+        proxy = ProxySpec(login=None, local_command=shim_command(), fdpass=not args.relay)
     else:
         proxy = ProxySpec(login=args.login)
     images = sorted(settings.containers.images) if args.images else []
@@ -201,20 +202,6 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _local_shim_command() -> tuple[str, ...]:
-    """The fastest way to start the shim: no site import, straight to its file."""
-    import islurm.proxyshim.main as shim
-    from islurm.config.installs import through_current
-
-    # Through `current` in a managed install: ssh runs the updated shim after an update.
-    return (
-        through_current(os.path.abspath(sys.executable)),
-        "-I",
-        "-S",
-        through_current(os.path.abspath(shim.__file__)),
-    )
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from islurm.config.text import terminal_safe
 from islurm.daemon.ctl import laptop, remote_agent, setup_container
 from islurm.daemon.ctl.common import Fail
 from islurm.daemon.ctl.exits import Exit
-from islurm.daemon.ctl.laptopssh import Login, SshError, connect, keygen, resolve
+from islurm.daemon.ctl.laptopssh import Login, SshError, connect, direct_route, keygen, resolve
 from islurm.daemon.ctl.localfiles import Change, apply, diff, write_private
 
 DEFAULT_PROFILES = ("cpu", "gpu")
@@ -249,10 +249,19 @@ def _laptop_files(
     """Every laptop file setup writes, as it must read afterwards; and the state to record."""
     ssh_dir, ours = laptop.ssh_dir(), laptop.our_dir()
     hosts = [sshsetup.host_name(p) for p in remote["profiles"]]
+    route = direct_route(target.destination)
+    say(
+        "route: the login node's sshd connects to the job, as with ssh -J (no relay there)"
+        if route
+        else "route: the login node's islurm-proxy relays (this ssh has no ProxyUseFdpass)"
+    )
     user_config = ssh_dir / "config"
     old = user_config.read_bytes().decode() if user_config.exists() else None
     changes = [
-        Change(ours / "config", sshsetup.render_config(target, remote["profiles"], remote["user"])),
+        Change(
+            ours / "config",
+            sshsetup.render_config(target, remote["profiles"], remote["user"], route),
+        ),
         Change(ours / "known_hosts", remote["known_hosts"]),
         Change(user_config, sshsetup.add_include(old)),
     ]
