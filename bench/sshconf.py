@@ -56,7 +56,7 @@ def variants(
     bench-relay   the shim relaying the bytes (`ssh-config --local --relay`), if relay_cmd
     bench-login   the loopback sshd playing the login node, if login = (port, known_hosts,
                   this file's path: the laptop's inner ssh reads it too)
-    bench-laptop  the laptop's route: ProxyCommand ssh -T bench-login islurm-proxy PROFILE
+    bench-laptop  the laptop's route: ProxyCommand islurm-proxy --via bench-login PROFILE
     bench-jump    the floor for two hops: ProxyJump bench-login straight to the job's sshd
     """
     rest = [ln for ln in host_block(config, host) if not ln.lower().startswith(ROUTE)]
@@ -86,20 +86,28 @@ def variants(
             "",
         ]
         profile = host.removeprefix("slurm-")
-        # As `islurmctl setup` writes it for a laptop (config/sshconfig.py ProxySpec.command),
-        # with the installed islurm-proxy by path: sshd's default PATH does not hold it.
-        laptop = (
-            f"ProxyCommand ssh -F {this} -T -o BatchMode=yes bench-login "
-            f"{login_proxy(config)} {profile}"
-        )
+        # As `islurmctl setup` writes it for a laptop (config/sshconfig.py ProxySpec.command):
+        # the laptop's shim (here the installed one) --via the login node, ProxyUseFdpass; the
+        # login node's islurm-proxy by path (sshd's default PATH does not hold it).
+        laptop = [
+            f"ProxyCommand {local_shim(config, host)} --via bench-login --ssh-config {this} "
+            f"--remote {login_proxy(config)} {profile}",
+            "ProxyUseFdpass yes",
+        ]
         for name, first in (
-            ("bench-laptop", [laptop]),
+            ("bench-laptop", laptop),
             ("bench-jump", [f"HostName {node}", f"Port {port}", "ProxyJump bench-login"]),
         ):
             out.append(f"Host {name}")
             out += [f"    {ln}" for ln in first + rest]
             out.append("")
     return "\n".join(out)
+
+
+def local_shim(config: str, host: str) -> str:
+    """The shim's command in the generated config, as written, without its options."""
+    words = proxy_line(config, host).split()
+    return " ".join(words[: words.index("--fdpass")])
 
 
 def login_proxy(config: str) -> str:
