@@ -220,7 +220,8 @@ def test_setup_twice_connect_list_then_uninstall_restores_everything(
             _wait_listening(port)
             r = laptop.run(
                 [
-                    *("ssh", "-o", "BatchMode=yes", "-o", f"ProxyCommand=nc 127.0.0.1 {port}"),
+                    *("ssh", "-o", "BatchMode=yes", "-o", "ProxyUseFdpass=no"),  # nc relays
+                    *("-o", f"ProxyCommand=nc 127.0.0.1 {port}"),
                     *("slurm-cpu", "true"),
                 ]
             )
