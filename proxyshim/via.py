@@ -52,7 +52,7 @@ class Route:
         """The next endpoint line from the login node; None once ssh's stdout ended. Other
         output before it (a login script's noise) is skipped, up to hop.MAX_NOISE bytes."""
         skipped = 0
-        while True:
+        while skipped <= hop.MAX_NOISE:
             line, nl, rest = self.buf.partition(b"\n")
             if nl:
                 self.buf = rest
@@ -64,15 +64,15 @@ class Route:
                     if found is not None:
                         return found
                 skipped += len(line) + 1
-            elif len(self.buf) > hop.MAX_LINE:
+                continue  # the next line may be in the buffer already
+            if len(self.buf) > hop.MAX_LINE:
                 skipped += len(self.buf)
                 self.buf = b""
-            if skipped > hop.MAX_NOISE:
-                raise ShimError(EXIT_DAEMON, "the login node printed no endpoint, only noise")
             chunk = os.read(self.from_ssh, 4096)
             if not chunk:
                 return None
             self.buf += chunk
+        raise ShimError(EXIT_DAEMON, "the login node printed no endpoint, only noise")
 
     def tell(self, answer: bytes) -> None:
         try:

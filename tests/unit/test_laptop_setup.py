@@ -41,6 +41,19 @@ def test_our_config_goes_through_the_login_node_with_strict_checking() -> None:
     assert " bob@login " in with_user
 
 
+def test_where_the_laptops_ssh_can_take_the_socket_no_relay_runs_on_the_login_node() -> None:
+    shim = ("/usr/bin/python3", "-I", "-S", "/home/me/islurm/proxyshim/main.py")
+    text = sshsetup.render_config(sshsetup.Target("login", "bob"), ["cpu"], "bob", shim)
+    assert "    ProxyUseFdpass yes\n" in text
+    assert (
+        "ProxyCommand /usr/bin/python3 -I -S /home/me/islurm/proxyshim/main.py "
+        f"--via bob@login --remote {sshsetup.REMOTE_PROXY} cpu\n" in text
+    )
+    assert "    StrictHostKeyChecking yes\n" in text
+    relay = sshsetup.render_config(sshsetup.Target("login", "bob"), ["cpu"], "bob")
+    assert "ProxyUseFdpass" not in relay
+
+
 def test_ssh_g_is_checked_for_strictness_file_and_alias() -> None:
     good = "stricthostkeychecking true\nuserknownhostsfile /h/k /h/k2\nhostkeyalias islurm\n"
     assert sshsetup.check_resolved("slurm-cpu", sshsetup.parse_ssh_g(good), "/h/k") == []

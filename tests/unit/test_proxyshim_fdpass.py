@@ -40,3 +40,21 @@ def test_the_local_config_asks_ssh_for_the_socket(tmp_path: Path) -> None:
     assert "ProxyUseFdpass" not in render(["cpu"], relay, "/k")
     remote = ProxySpec(login="login", fdpass=True)  # through ssh to the login node: never
     assert "ProxyUseFdpass" not in render(["cpu"], remote, "/k")
+
+
+def test_the_laptop_config_goes_via_the_login_node_and_takes_the_socket(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    shim = ("/home/me/.local/bin/islurm-proxy",)
+    proxy = ProxySpec(
+        login="login", local_command=shim, remote_command="bin/islurm-proxy", fdpass=True
+    )
+    assert proxy.hands_over
+    config.write_text(render(["cpu"], proxy, str(tmp_path / "known")))
+    seen = subprocess.run(
+        ["ssh", "-G", "-F", str(config), "slurm-cpu"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert "proxyusefdpass yes" in seen
+    assert (
+        "proxycommand /home/me/.local/bin/islurm-proxy --via login --remote bin/islurm-proxy cpu"
+        in seen
+    )
