@@ -261,8 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     signals.signal(signals.SIGHUP, signals.SIG_DFL)
     signals.signal(signals.SIGINT, signals.SIG_DFL)
 
-    from islurm.proxyshim import lease as leases
-    from islurm.proxyshim import report, splice
+    from islurm.proxyshim import report  # the rest per route: start-up time counts
 
     try:
         if opts.via is not None:
@@ -295,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
             # with os.write, stdout carries nothing; the kernel closes the lease after the
             # `session.handed` line, which islurmd reads first.
             os._exit(EXIT_OK)
+        from islurm.proxyshim import lease as leases
+        from islurm.proxyshim import splice
+
         lease = leases.Lease(conn, opts.socket, ready.job_id, opts.profile)
         pump = splice.Pump(node)
         try:
