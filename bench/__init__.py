@@ -13,8 +13,8 @@ the second test user (islurmtest2: the first one belongs to the e2e tests) and r
     warm            `ssh slurm-cpu true` (fdpass; relay) vs a socat ProxyCommand vs direct ssh,
                     lone and in a burst, as per-pair ratios
     ssh-throughput  1 GiB through `ssh slurm-cpu` (fdpass; relay) vs direct ssh, both ways
-    two-hops        a loopback sshd as login node: `ssh -T login islurm-proxy cpu` vs
-                    `ssh -J login`, warm connects and 1 GiB both ways
+    two-hops        a loopback sshd as login node: the laptop route (`islurm-proxy --via
+                    login cpu`) vs `ssh -J login`, warm connects and 1 GiB both ways
     idle            Slurm calls per idle minute with 1 and 20 sessions; daemon RSS and CPU
     many-users      50 users x (1 job, 2 idle sessions): sdiag RPCs, memory, CPU vs nc
 

@@ -220,8 +220,10 @@ bench/shimtrace.py (the installed relay shim, wrapped from outside), the readine
 `started`, and the hook's process start time from /proc (10 ms ticks). The daemon's start:
 bench/dstart_probe.py spawns islurmd as the user and times it to its first answered
 daemon.status. Two hops: a second sshd (root, 127.0.0.1, own host key, UsePAM yes) is the
-login node; the laptop path runs `ssh -T login <prefix>/bin/islurm-proxy cpu` as ProxyCommand
-(the shim relays on the login node), the floor is `ProxyJump login` to the job's sshd. Many
+login node; the laptop path is the config `islurmctl setup` writes on a laptop whose ssh has
+ProxyUseFdpass: `islurm-proxy --via login cpu` (ssh -D to the login node, whose sshd opens the
+connection to the job, no islurm process in the path once connected), the floor is
+`ProxyJump login` to the job's sshd. Many
 users: 50 users created for the run (and removed), each islurmd started on demand by its
 first ssh, jobs in an oversubscribed partition made with `scontrol create` for the run;
 slurmctld RPCs from `sdiag` per-user counts (differences over the window). The shim-alone

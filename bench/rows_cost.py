@@ -64,7 +64,7 @@ def _two_hops(t: dict[str, list[float]]) -> list[Row]:
     r = _paired(t["laptop"], t["jump"])
     rows = [
         Row(
-            "two hops, warm connect: ssh -T login islurm-proxy cpu vs ssh -J login",
+            "two hops, warm connect: islurm-proxy --via login cpu vs ssh -J login",
             "ms",
             summary(t["laptop"]),
             {"ssh -J login (floor)": summary(t["jump"])},

@@ -1,7 +1,9 @@
 """Two hops, as from a laptop: a second sshd on loopback plays the login node.
 
-    laptop  ssh bench-laptop = ProxyCommand ssh -T bench-login islurm-proxy cpu: the shim runs
-            on the "login node" as the remote command of an ssh session and relays the bytes
+    laptop  ssh bench-laptop = ProxyCommand islurm-proxy --via bench-login cpu, ProxyUseFdpass:
+            the laptop's shim runs `ssh -D` to the "login node", whose `islurm-proxy --endpoint`
+            asks islurmd for the endpoint; the login sshd opens the connection to the job's sshd
+            (as for -J), the shim hands the socket to ssh and exits (proxyshim/hop.py)
     floor   ssh bench-jump = ProxyJump bench-login: the login sshd forwards straight to the
             job's sshd (-W), no islurm process in the path
 
