@@ -156,13 +156,21 @@ class Crowd:
                 shutil.rmtree(os.path.dirname(u.sock))
 
 
-def _open(user: User, config: str, host: str) -> subprocess.Popen[bytes]:
-    return user.popen(  # type: ignore[no-any-return]
-        user.ssh_argv(host, HOLD, config),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+#: each session's stderr, kept in the run's work dir for the error if it does not open
+ERRS: dict[int, str] = {}
+
+
+def _open(user: User, config: str, host: str, workdir: str) -> subprocess.Popen[bytes]:
+    path = os.path.join(workdir, f"{user.name}-{len(ERRS)}.stderr")
+    with open(path, "wb") as err:
+        p: subprocess.Popen[bytes] = user.popen(
+            user.ssh_argv(host, HOLD, config),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    ERRS[p.pid] = path
+    return p
 
 
 def _wait_up(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
@@ -173,7 +181,8 @@ def _wait_up(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
         assert p.stdout
         ready, _, _ = select.select([p.stdout], [], [], max(0.1, deadline - time.monotonic()))
         if not ready or p.stdout.readline() != b"up\n":
-            raise RuntimeError(f"a session did not open: {p.args!r} (exit {p.poll()})")
+            err = Path(ERRS[p.pid]).read_bytes()[-2000:].decode(errors="replace")
+            raise RuntimeError(f"a session did not open: {p.args!r} (exit {p.poll()}): {err}")
 
 
 def _procs(uids: set[int], want: str) -> list[psutil.Process]:
@@ -218,10 +227,10 @@ def measure(n: int, workdir: str, window: float) -> dict[str, Any]:
         crowd = Crowd(workdir)
         crowd.create(n)
         log(f"many-users: {n} users prepared in {time.monotonic() - t0:.0f} s")
-        first = [_open(u, u.ssh_config, "slurm-cpu") for u in crowd.users]
+        first = [_open(u, u.ssh_config, "slurm-cpu", workdir) for u in crowd.users]
         crowd.sessions += first
         _wait_up(first, 300)
-        second = [_open(u, u.ssh_config, "slurm-cpu") for u in crowd.users]
+        second = [_open(u, u.ssh_config, "slurm-cpu", workdir) for u in crowd.users]
         crowd.sessions += second
         _wait_up(second, 120)
         nc = []
@@ -234,7 +243,7 @@ def measure(n: int, workdir: str, window: float) -> dict[str, Any]:
             text = sshconf.variants(u.ssh_config, "slurm-cpu", rec["node"], int(rec["port"]))
             Path(path).write_text(text)
             os.chown(path, u.uid, u.gid)
-            nc += [_open(u, path, "bench-nc") for _ in range(2)]
+            nc += [_open(u, path, "bench-nc", workdir) for _ in range(2)]
         crowd.sessions += nc
         _wait_up(nc, 120)
         log(f"many-users: {len(crowd.sessions)} sessions open; settling 15 s")
