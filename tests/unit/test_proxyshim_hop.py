@@ -18,7 +18,7 @@ import pytest
 from islurm.proxyshim import hop
 from islurm.proxyshim.exits import EXIT_NODE, EXIT_OK
 from tests.unit.shimfakes import GUARD, MakeDaemon, MakeTcp, Peer, Start
-from tests.unit.test_proxyshim_rpc import BANNER, finish, ready_params
+from tests.unit.test_proxyshim_rpc import BANNER, finish, ready_at, ready_params
 from tests.unit.test_proxyshim_stale import dead_port
 
 # -- the contract -----------------------------------------------------------------------------
@@ -81,11 +81,8 @@ def test_a_word_the_shell_would_read_otherwise_is_refused(
 # -- the login node's end ---------------------------------------------------------------------
 
 
-def _acquired(port: int, unreachable: dict[str, object] | None = None) -> dict[str, object]:
-    params: dict[str, object] = {"fdpass": True, "protocol": 1, "profile": "cpu"}
-    if unreachable is not None:
-        params["unreachable"] = unreachable
-    return params
+#: what the login node's shim asks islurmd for (client_pid aside)
+ACQUIRE = {"fdpass": True, "protocol": 1, "profile": "cpu"}
 
 
 def test_the_endpoint_is_printed_and_ok_hands_the_session(
@@ -98,7 +95,7 @@ def test_the_endpoint_is_printed_and_ok_hands_the_session(
         msg = peer.expect("session.acquire")
         params = msg["params"]
         assert isinstance(params, dict)
-        assert {k: v for k, v in params.items() if k != "client_pid"} == _acquired(2222)
+        assert {k: v for k, v in params.items() if k != "client_pid"} == ACQUIRE
         peer.reply(msg, {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.ready", ready_params(2222))
         peer.expect("session.handed", {"lease": "L-1"})
@@ -139,13 +136,7 @@ def test_a_laptop_that_leaves_ends_the_lease_without_a_hand_over(
     shim_daemon: MakeDaemon, shim_start: Start
 ) -> None:
     daemon = shim_daemon()
-
-    @daemon.script
-    def acquire(peer: Peer) -> None:
-        peer.reply(peer.expect("session.acquire"), {"lease": "L-1", "profile": "cpu"})
-        peer.notify("session.ready", ready_params(2222))
-        peer.wait_eof()
-
+    daemon.script(ready_at(2222))  # and then only EOF: no session.handed
     code, out, _ = finish(shim_start("--endpoint", "cpu"), b"")
     assert (code, out) == (EXIT_OK, b"islurm-endpoint 1 127.0.0.1 2222\n")
     daemon.check()
@@ -254,7 +245,7 @@ def _via(
             stderr=err,
         )
         try:
-            code = proc.wait(10)
+            code = proc.wait(GUARD)
         except subprocess.TimeoutExpired:
             raise AssertionError(errfile.read_bytes()) from None
     return code, errfile.read_bytes()
