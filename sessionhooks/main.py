@@ -22,7 +22,7 @@ import time
 
 from islurm.config import paths, records
 from islurm.sessionhooks import args as hookargs
-from islurm.sessionhooks import hostkey, jobinfo, sshd, terminals
+from islurm.sessionhooks import hostkey, jobinfo, sshd, teardown, terminals
 from islurm.sessionhooks.container.errors import ContainerError
 from islurm.sessionhooks.joblog import SSHD_LOG, LineReader, say
 from islurm.sessionhooks.sessions import SessionCount
@@ -126,19 +126,9 @@ def start_listening(
             last = line
             if "Server listening on" in line:
                 return proc, port
-        stop_process(proc)
+        teardown.stop_process(proc)
         say(f"sshd did not listen on port {port} (attempt {attempt + 1}): {last}")
     raise sshd.SshdError(f"sshd did not start: {last or 'it wrote nothing'}")
-
-
-def stop_process(proc: sshd.Sshd) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=3)
-        except TimeoutError:
-            proc.kill()
-            proc.wait()
 
 
 def login_node_addresses() -> tuple[str, ...]:
@@ -299,16 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         _fail(jobs, job_id, f"the session hook failed: {exc}")
         code = 1
     finally:
-        _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
-        # The error record stays: it tells islurmd why.
-        records.remove(jobs, job_id, (records.RECORD, records.SIGN_REQUEST, records.CERTIFICATE))
-        if proc is not None:
-            stop_process(proc)
-        if container is not None:
-            container.stop()
-        import shutil
-
-        shutil.rmtree(jobdir, ignore_errors=True)
+        while True:  # another signal's Stop may land before the handlers are off: again
+            try:
+                teardown.ignore(SIGNAL_NAMES)
+                break
+            except Stop:
+                continue
+        teardown.run(jobs, job_id, proc, container, jobdir)
         SSHD_LOG.close()
     return code
 

@@ -1,0 +1,135 @@
+"""The hook's teardown (sessionhooks/teardown.py): a failing step never skips the next, so the
+job's directory goes even when the record store or the container runtime fails; and the
+handled signals go off for good before any of it runs."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from islurm.config import records
+from islurm.sessionhooks import teardown
+from islurm.sessionhooks.container.errors import ContainerError
+
+
+class FakeSshd:
+    """A stand-in for sessionhooks.sshd.Sshd that records what it was asked."""
+
+    def __init__(self, exits_on_term: bool = True) -> None:
+        self.calls: list[str] = []
+        self.running = True
+        self.exits_on_term = exits_on_term
+
+    def poll(self) -> int | None:
+        return None if self.running else 0
+
+    def terminate(self) -> None:
+        self.calls.append("terminate")
+        self.running = not self.exits_on_term
+
+    def kill(self) -> None:
+        self.calls.append("kill")
+        self.running = False
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.calls.append(f"wait {timeout}")
+        if self.running:
+            raise TimeoutError("still runs")
+        return 0
+
+
+class FakeContainer:
+    def __init__(self, error: str | None = None) -> None:
+        self.error = error
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.error:
+            raise ContainerError(self.error)
+
+
+def _job(tmp_path: Path) -> tuple[str, str]:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for suffix in (*teardown.RECORDS, records.ERROR):
+        Path(records.path(str(jobs), "42", suffix)).write_text("{}")
+    jobdir = tmp_path / "islurm-job42-abc"
+    (jobdir / "sub").mkdir(parents=True, mode=0o700)
+    (jobdir / "ssh_host_ed25519_key").write_text("secret")
+    (jobdir / "sub" / "x").write_text("x")
+    return str(jobs), str(jobdir)
+
+
+def test_every_step_runs_and_the_error_record_stays(tmp_path: Path) -> None:
+    jobs, jobdir = _job(tmp_path)
+    proc, container = FakeSshd(), FakeContainer()
+    assert teardown.run(jobs, "42", proc, container, jobdir) == []  # type: ignore[arg-type]
+    assert [p.name for p in Path(jobs).iterdir()] == ["42" + records.ERROR]
+    assert proc.calls == ["terminate", "wait 3"] and container.stopped
+    assert not Path(jobdir).exists()
+
+
+def test_a_failing_step_is_said_and_the_job_dir_still_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs, jobdir = _job(tmp_path)
+
+    def broken(*_args: object) -> None:
+        raise PermissionError("state dir unreadable")
+
+    monkeypatch.setattr(records, "remove", broken)
+    proc, container = FakeSshd(), FakeContainer("podman rm exited 125")
+    failed = teardown.run(jobs, "42", proc, container, jobdir)  # type: ignore[arg-type]
+    assert failed == ["remove the job's records", "remove the job's container"]
+    assert proc.calls == ["terminate", "wait 3"] and container.stopped
+    assert not Path(jobdir).exists()
+    err = capsys.readouterr().err
+    assert "cleanup: cannot remove the job's records: state dir unreadable" in err
+    assert "cleanup: cannot remove the job's container: podman rm exited 125" in err
+
+
+def test_an_sshd_that_ignores_term_is_killed(tmp_path: Path) -> None:
+    jobs, jobdir = _job(tmp_path)
+    proc = FakeSshd(exits_on_term=False)
+    assert teardown.run(jobs, "42", proc, None, jobdir) == []  # type: ignore[arg-type]
+    assert proc.calls == ["terminate", "wait 3", "kill", "wait None"]
+
+
+def test_a_dir_that_cannot_be_removed_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs, jobdir = _job(tmp_path)
+
+    def refuse(path: str) -> None:
+        raise OSError(f"cannot remove {path}")
+
+    monkeypatch.setattr("shutil.rmtree", refuse)
+    assert teardown.run(jobs, "42", None, None, jobdir) == [f"remove {jobdir}"]
+    assert Path(jobdir).exists()
+
+
+def test_a_dir_already_gone_is_fine(tmp_path: Path) -> None:
+    jobs, jobdir = _job(tmp_path)
+    teardown.run(jobs, "42", None, None, jobdir)
+    assert teardown.run(jobs, "42", None, None, jobdir) == []  # twice: nothing left to fail
+
+
+def test_ignore_turns_every_handled_signal_off() -> None:
+    signums = (signal.SIGUSR1, signal.SIGHUP)
+    before = {s: signal.getsignal(s) for s in signums}
+
+    def handler(signum: int, _frame: object) -> None:
+        raise AssertionError("still handled")
+
+    try:
+        for s in signums:
+            signal.signal(s, handler)
+        teardown.ignore(signums)
+        assert [signal.getsignal(s) for s in signums] == [signal.SIG_IGN] * 2
+        signal.raise_signal(signal.SIGUSR1)  # ignored: the handler would raise
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
