@@ -205,6 +205,10 @@ class SshdConfig:
         return "\n".join(lines) + "\n"
 
 
+#: sshd's exit code when its status was lost (it was reaped, but the code was not kept)
+LOST = -255
+
+
 class Sshd:
     """The job's sshd process: its pid, its stderr (a pipe the hook reads), and the few
     things subprocess.Popen would do for it."""
@@ -216,7 +220,10 @@ class Sshd:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self._lost()
             if pid == self.pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
@@ -225,7 +232,10 @@ class Sshd:
         """The exit code; TimeoutError if it still runs after `timeout` seconds."""
         if timeout is None:
             while self.returncode is None:
-                _, status = os.waitpid(self.pid, 0)
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                except ChildProcessError:
+                    return self._lost()
                 self.returncode = os.waitstatus_to_exitcode(status)
             return self.returncode
         deadline = time.monotonic() + timeout
@@ -234,6 +244,12 @@ class Sshd:
                 raise TimeoutError(f"sshd (pid {self.pid}) still runs after {timeout} s")
             time.sleep(0.01)
         return code
+
+    def _lost(self) -> int:
+        """sshd was reaped and its status lost: a signal's Stop raised as waitpid returned,
+        before the status was kept. It has exited; its pid is never signalled again."""
+        self.returncode = LOST
+        return LOST
 
     def _signal(self, signum: int) -> None:
         if self.poll() is None:  # never signal a pid that was reaped (it may be reused)

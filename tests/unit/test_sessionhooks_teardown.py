@@ -4,13 +4,14 @@ handled signals go off for good before any of it runs."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 import pytest
 
 from islurm.config import records
-from islurm.sessionhooks import teardown
+from islurm.sessionhooks import sshd, teardown
 from islurm.sessionhooks.container.errors import ContainerError
 
 
@@ -133,3 +134,22 @@ def test_ignore_turns_every_handled_signal_off() -> None:
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+def _reaped_child() -> int:
+    """A real child that has exited and was reaped behind Sshd's back: what a Stop raised as
+    waitpid returned leaves (the status lost)."""
+    pid = os.posix_spawn("/bin/true", ["true"], {})
+    os.waitpid(pid, 0)
+    return pid
+
+
+def test_an_sshd_reaped_behind_its_back_counts_as_exited(tmp_path: Path) -> None:
+    proc = sshd.Sshd(_reaped_child(), -1)
+    assert proc.poll() == sshd.LOST and proc.wait() == sshd.LOST
+    proc.terminate()  # never signals the pid again (it may be someone else's by now)
+    fresh = sshd.Sshd(_reaped_child(), -1)
+    assert fresh.wait() == sshd.LOST  # the blocking wait too
+    jobs, jobdir = _job(tmp_path)
+    assert teardown.run(jobs, "42", sshd.Sshd(_reaped_child(), -1), None, jobdir) == []
+    assert not Path(jobdir).exists()
