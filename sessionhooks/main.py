@@ -126,7 +126,7 @@ def start_listening(
             last = line
             if "Server listening on" in line:
                 return proc, port
-        teardown.stop_process(proc)
+        proc.stop()
         say(f"sshd did not listen on port {port} (attempt {attempt + 1}): {last}")
     raise sshd.SshdError(f"sshd did not start: {last or 'it wrote nothing'}")
 

@@ -251,6 +251,16 @@ class Sshd:
         self.returncode = LOST
         return LOST
 
+    def stop(self, grace: float = 3) -> None:
+        """TERM, up to `grace` seconds, then KILL."""
+        if self.poll() is None:
+            self.terminate()
+            try:
+                self.wait(timeout=grace)
+            except TimeoutError:
+                self.kill()
+                self.wait()
+
     def _signal(self, signum: int) -> None:
         if self.poll() is None:  # never signal a pid that was reaped (it may be reused)
             os.kill(self.pid, signum)

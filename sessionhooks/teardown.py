@@ -33,17 +33,6 @@ def ignore(signums: Iterable[int]) -> None:
         _signal.signal(signum, _signal.SIG_IGN)
 
 
-def stop_process(proc: Sshd) -> None:
-    """TERM, up to 3 s, then KILL."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=3)
-        except TimeoutError:
-            proc.kill()
-            proc.wait()
-
-
 def run(
     jobs: str,
     job_id: str,
@@ -57,7 +46,7 @@ def run(
         ("remove the job's records", lambda: records.remove(jobs, job_id, RECORDS)),
     ]
     if proc is not None:
-        steps.append(("stop sshd", lambda: stop_process(proc)))
+        steps.append(("stop sshd", proc.stop))
     if container is not None:
         steps.append(("remove the job's container", container.stop))
     steps.append((f"remove {jobdir}", lambda: _remove_tree(jobdir)))

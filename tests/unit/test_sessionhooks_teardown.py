@@ -15,10 +15,12 @@ from islurm.sessionhooks import sshd, teardown
 from islurm.sessionhooks.container.errors import ContainerError
 
 
-class FakeSshd:
-    """A stand-in for sessionhooks.sshd.Sshd that records what it was asked."""
+class FakeSshd(sshd.Sshd):
+    """sessionhooks.sshd.Sshd (its `stop` as it is) over a process that is not there: records
+    what it was asked."""
 
     def __init__(self, exits_on_term: bool = True) -> None:
+        super().__init__(pid=-1, stderr_fd=-1)
         self.calls: list[str] = []
         self.running = True
         self.exits_on_term = exits_on_term
@@ -95,7 +97,7 @@ def test_a_failing_step_is_said_and_the_job_dir_still_goes(
 def test_an_sshd_that_ignores_term_is_killed(tmp_path: Path) -> None:
     jobs, jobdir = _job(tmp_path)
     proc = FakeSshd(exits_on_term=False)
-    assert teardown.run(jobs, "42", proc, None, jobdir) == []  # type: ignore[arg-type]
+    assert teardown.run(jobs, "42", proc, None, jobdir) == []
     assert proc.calls == ["terminate", "wait 3", "kill", "wait None"]
 
 
