@@ -37,7 +37,8 @@ def run(socket: str, profile: str, timeout: float | None, image: str | None) -> 
     conn, ready = rpc.acquire(socket, profile, timeout, image=image, fdpass=True)
     for attempt in range(1, hop.STALE_RETRIES + 1):
         try:
-            _say(hop.endpoint_line(ready.host, ready.port))
+            job = hop.job_line(ready.job_id) if ready.job_id.isdigit() else b""
+            _say(job + hop.endpoint_line(ready.host, ready.port))
             answer = _answer()
         except BaseException:
             conn.close()

@@ -2,18 +2,25 @@
 (endpoint.py) say to each other on the stdio of the one ssh session between them.
 
     laptop   ssh -D <private socket> LOGIN 'exec islurm-proxy --endpoint PROFILE'
+    login    → "islurm-job 1 JOBID\\n"  (the endpoint's job; a laptop of an older islurm
+             skips it as noise, and one of a newer islurm works without it)
     login    → "islurm-endpoint 1 HOST PORT\\n"  (after islurmd's session is ready)
     laptop   connects to HOST:PORT through ssh's SOCKS socket: the login node's sshd opens
              the TCP connection itself (as `ssh -J` would), and the job's banner is awaited
     laptop   → "ok\\n", then hands the socket to its ssh (ProxyUseFdpass) and exits
              → "unreachable\\n": no banner came; the login side asks islurmd again (at most
-             STALE_RETRIES times) and sends a new endpoint line
+             STALE_RETRIES times) and sends a new job and endpoint line
     login    on "ok": `session.handed` (islurmd holds the job while the login node's sshd
              for this connection runs), then exits; the bytes never pass an islurm process.
+    laptop   remembers JOBID HOST PORT (shortcut.py): the next connect opens that endpoint
+             with `ssh -W HOST:PORT LOGIN`, as `ssh -J` would, and asks the login node
+             nothing; the job's sshd banner must name JOBID (config/jobbanner.py), or the
+             full route above is taken. The job holds itself: it counts its sessions.
 
 Stdlib only and import-light: both ends start on every ssh."""
 
 ENDPOINT = b"islurm-endpoint"
+JOB = b"islurm-job"
 VERSION = b"1"
 OK = b"ok\n"
 UNREACHABLE = b"unreachable\n"
@@ -29,6 +36,19 @@ SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 def endpoint_line(host: str, port: int) -> bytes:
     """The login side's line: `islurm-endpoint 1 HOST PORT`."""
     return b" ".join((ENDPOINT, VERSION, host.encode(), str(port).encode())) + b"\n"
+
+
+def job_line(job_id: str) -> bytes:
+    """The login side's line before the endpoint: `islurm-job 1 JOBID`."""
+    return b" ".join((JOB, VERSION, job_id.encode())) + b"\n"
+
+
+def parse_job(line: bytes) -> str | None:
+    """The job id from a job line; None if the line is not one, or not of this version."""
+    words = line.split()
+    if len(words) != 3 or words[0] != JOB or words[1] != VERSION or not words[2].isdigit():
+        return None
+    return words[2].decode("ascii")
 
 
 def parse_endpoint(line: bytes) -> tuple[str, int] | None:

@@ -7,6 +7,9 @@ by the login node's sshd through the SOCKS socket, exactly as `ssh -J` has it op
 job's sshd has sent its banner, the socket goes to our ssh and we exit: what stays is that
 `ssh -D`, which carries the session as `ssh -J`'s inner ssh would, and ends with it.
 
+The job and endpoint reached are remembered: the next connect tries them first with a plain
+`ssh -W` (shortcut.py) and takes this full route only when they no longer answer.
+
 Stdlib only, import-light (`_socket`, os.posix_spawnp; no `subprocess`, `socket`, `tempfile`).
 """
 
@@ -15,9 +18,14 @@ import errno
 import os
 import time
 
-from islurm.proxyshim import hop, node, report
+from islurm.proxyshim import hop, node, report, shortcut
 from islurm.proxyshim.exits import CODES, EXIT_DAEMON, EXIT_NODE, EXIT_OK
 from islurm.proxyshim.report import ShimError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
 
 LISTEN_WAIT = 5.0  # seconds for ssh's SOCKS socket to appear once the endpoint line came
 
@@ -47,11 +55,14 @@ class Route:
             os.close(to_r)
             os.close(from_w)
         self.buf = b""
+        self.job_id: str | None = None  # the job line's, before the endpoint line
 
     def endpoint(self) -> tuple[str, int] | None:
         """The next endpoint line from the login node; None once ssh's stdout ended. Other
-        output before it (a login script's noise) is skipped, up to hop.MAX_NOISE bytes."""
+        output before it (a login script's noise) is skipped, up to hop.MAX_NOISE bytes; the
+        job line before it sets `job_id`."""
         skipped = 0
+        self.job_id = None
         while skipped <= hop.MAX_NOISE:
             line, nl, rest = self.buf.partition(b"\n")
             if nl:
@@ -63,6 +74,7 @@ class Route:
                         raise ShimError(EXIT_DAEMON, str(exc)) from None
                     if found is not None:
                         return found
+                    self.job_id = hop.parse_job(line) or self.job_id
                 skipped += len(line) + 1
                 continue  # the next line may be in the buffer already
             if len(self.buf) > hop.MAX_LINE:
@@ -174,18 +186,50 @@ SSH_OPTIONS = ["-T", "-o", "BatchMode=yes", "-o", "ControlMaster=no", "-o", "Con
 
 def run(dest: str, command: str, ssh_config: str | None = None) -> int:
     """Connect through `dest` (the login node as ssh names it), whose shell runs `command`
-    (hop.remote_command). Returns only on failure; a success ends the process at handover."""
+    (hop.remote_command): by the remembered endpoint if it still answers (shortcut.py), else
+    by the full route. Returns only on failure; a success ends the process at handover."""
     options = SSH_OPTIONS + (["-F", ssh_config] if ssh_config else [])
-    route = Route(options, dest, command, _where())
     signals = __import__("_signal")  # `signal` would import enum: slow
+    stoppers: list[Callable[[], None]] = []
 
     def leave(signum: int, _frame: object) -> None:
-        route.stop()  # ssh left while we wait (or ^C): its job request goes with our ssh
-        route.close()
+        for stop in stoppers:  # ssh left while we wait (or ^C): our ssh goes with it
+            stop()
         os._exit(128 + signum)
 
     for signum in (signals.SIGHUP, signals.SIGINT, signals.SIGTERM):
         signals.signal(signum, leave)
+    route_key = shortcut.key(dest, command, ssh_config)
+    known = shortcut.recall(route_key)
+    if known is not None:
+        short = shortcut.Shortcut(options, dest, known)
+        stoppers.append(short.stop)
+        if short.banner_names(known.job_id):
+            _hand_over(short.sock)
+        short.stop()
+        stoppers.clear()
+        shortcut.forget(route_key)
+        report.inform(f"job {known.job_id} is not at {known.host}:{known.port} any more")
+    return _full(options, dest, command, route_key, stoppers)
+
+
+def _hand_over(sock: _socket.socket) -> "NoReturn":
+    node.hand_over(sock)
+    # ssh waits for us to exit before it goes on: skip the interpreter's teardown. Our ssh
+    # stays (reparented): it carries the session and ends with it.
+    os._exit(EXIT_OK)
+
+
+def _full(
+    options: list[str],
+    dest: str,
+    command: str,
+    route_key: str,
+    stoppers: "list[Callable[[], None]]",
+) -> int:
+    """The full route (hop.py): ask the login node, connect through its sshd."""
+    route = Route(options, dest, command, _where())
+    stoppers += (route.stop, route.close)
     try:
         for _ in range(hop.STALE_RETRIES):
             found = route.endpoint()
@@ -206,10 +250,11 @@ def run(dest: str, command: str, ssh_config: str | None = None) -> int:
                 continue
             route.close()
             route.tell(hop.OK)
-            node.hand_over(sock)
-            # ssh waits for us to exit before it goes on: skip the interpreter's teardown.
-            # The `ssh -D` stays (reparented): it carries the session and ends with it.
-            os._exit(EXIT_OK)
+            if route.job_id is not None:  # a login node of an older islurm sends no job line
+                why = shortcut.remember(route_key, shortcut.Remembered(route.job_id, host, port))
+                if why is not None:
+                    report.inform(f"cannot remember the route for the next connect: {why}")
+            _hand_over(sock)
         route.close()
         return route.status() or EXIT_NODE  # the login side gave up and said why
     except BaseException:

@@ -20,7 +20,7 @@ import pwd
 import sys
 import time
 
-from islurm.config import paths, records
+from islurm.config import jobbanner, paths, records
 from islurm.sessionhooks import args as hookargs
 from islurm.sessionhooks import hostkey, jobinfo, sshd, teardown, terminals
 from islurm.sessionhooks.container.errors import ContainerError
@@ -263,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             per_source_penalties=penalties,
             penalty_exempt=login_node_addresses() if penalties else (),
             force_command=force,
+            banner_tag=jobbanner.tag(job_id),
         )
         proc, port = start_listening(
             base, os.path.join(jobdir, "sshd_config"), args.port_lease, binary

@@ -133,6 +133,7 @@ class SshdConfig:
         per_source_penalties: bool = False,  # per_source_penalties_supported(binary, ...)
         penalty_exempt: tuple[str, ...] = (),  # addresses/CIDRs of the login nodes
         force_command: str | None = None,  # the container wrapper every session goes through
+        banner_tag: str | None = None,  # config/jobbanner.py: names the job in the SSH banner
     ) -> None:
         self.port = port
         self.host_key = host_key
@@ -142,6 +143,7 @@ class SshdConfig:
         self.per_source_penalties = per_source_penalties
         self.penalty_exempt = penalty_exempt
         self.force_command = force_command
+        self.banner_tag = banner_tag
 
     def with_port(self, port: int) -> SshdConfig:
         """The same config listening on `port`."""
@@ -188,6 +190,8 @@ class SshdConfig:
             lines.append(f"ForceCommand {_config_value(self.force_command)}")
         if self.host_cert:
             lines.append(f"HostCertificate {_config_value(self.host_cert)}")
+        if self.banner_tag:
+            lines.append(f"VersionAddendum {_config_value(self.banner_tag)}")
         if self.per_source_penalties:
             lines.append(PER_SOURCE_PENALTIES)
             if self.penalty_exempt:

@@ -102,7 +102,7 @@ def test_the_endpoint_is_printed_and_ok_hands_the_session(
         peer.wait_eof()
 
     code, out, err = finish(shim_start("--endpoint", "cpu"), b"ok\n")
-    assert (code, out) == (EXIT_OK, b"islurm-endpoint 1 127.0.0.1 2222\n"), err
+    assert (code, out) == (EXIT_OK, b"islurm-job 1 42\nislurm-endpoint 1 127.0.0.1 2222\n"), err
     daemon.check()
 
 
@@ -127,7 +127,7 @@ def test_unreachable_asks_islurmd_again_and_gives_up_after_three(
         attempt(n == 0)
     code, out, err = finish(shim_start("--endpoint", "cpu"), b"unreachable\n" * 3)
     assert code == EXIT_NODE
-    assert out == b"islurm-endpoint 1 127.0.0.1 2222\n" * 3
+    assert out == b"islurm-job 1 42\nislurm-endpoint 1 127.0.0.1 2222\n" * 3
     assert b"did not answer through the login node, 3 times" in err
     daemon.check()
 
@@ -138,7 +138,7 @@ def test_a_laptop_that_leaves_ends_the_lease_without_a_hand_over(
     daemon = shim_daemon()
     daemon.script(ready_at(2222))  # and then only EOF: no session.handed
     code, out, _ = finish(shim_start("--endpoint", "cpu"), b"")
-    assert (code, out) == (EXIT_OK, b"islurm-endpoint 1 127.0.0.1 2222\n")
+    assert (code, out) == (EXIT_OK, b"islurm-job 1 42\nislurm-endpoint 1 127.0.0.1 2222\n")
     daemon.check()
 
 
@@ -151,17 +151,31 @@ FAKE_SSH = textwrap.dedent(
     import json, os, socket, sys, threading
     here = os.path.dirname(os.path.abspath(__file__))
     plan = json.load(open(os.path.join(here, "plan.json")))
-    json.dump(sys.argv[1:], open(os.path.join(here, "argv.json"), "w"))
-    open(os.path.join(here, "ssh.pid"), "w").write(str(os.getpid()))
-    path = sys.argv[sys.argv.index("-D") + 1]
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(path)
-    server.listen(4)
+    mode = "W" if "-W" in sys.argv else "D"
+    json.dump(sys.argv[1:], open(os.path.join(here, f"argv-{mode}.json"), "w"))
+    with open(os.path.join(here, "ssh.pids"), "a") as pids:
+        pids.write(f"{os.getpid()}\\n")
 
     def pipe(a, b):
         while data := a.recv(65536):
             b.sendall(data)
         b.shutdown(socket.SHUT_WR)
+
+    if mode == "W":  # ssh -W HOST:PORT LOGIN: stdin and stdout are one socket (a socketpair)
+        host, port = sys.argv[sys.argv.index("-W") + 1].rsplit(":", 1)
+        try:
+            node = socket.create_connection((host, int(port)))
+        except OSError:
+            sys.stderr.write("channel 0: open failed: connect failed: Connection refused\\n")
+            sys.exit(255)
+        stdio = socket.socket(fileno=0)
+        threading.Thread(target=pipe, args=(node, stdio), daemon=True).start()
+        pipe(stdio, node)
+        threading.Event().wait(60)
+    path = sys.argv[sys.argv.index("-D") + 1]
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(4)
 
     def socks():
         while True:
@@ -208,19 +222,29 @@ class FakeSsh:
         plan = {"lines": lines, "exit": exit, "stderr": stderr}
         (self.dir / "plan.json").write_text(json.dumps(plan))
 
-    def argv(self) -> list[str]:
-        argv: list[str] = json.loads((self.dir / "argv.json").read_text())
+    def argv(self, mode: str = "D") -> list[str]:
+        """The argv of the last `ssh -D` (mode D) or `ssh -W` (mode W) run."""
+        argv: list[str] = json.loads((self.dir / f"argv-{mode}.json").read_text())
         return argv
+
+    def ran(self, mode: str) -> bool:
+        return (self.dir / f"argv-{mode}.json").exists()
+
+    def forget_runs(self) -> None:
+        for mode in "DW":
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / f"argv-{mode}.json").unlink()
 
     def answers(self) -> bytes:
         return (self.dir / "answers").read_bytes() if (self.dir / "answers").exists() else b""
 
     def stop(self) -> None:
-        """The fake outlives the shim (as ssh -D does): stop it by pid."""
-        pidfile = self.dir / "ssh.pid"
+        """The fakes outlive the shim (as ssh -D and ssh -W do): stop them by pid."""
+        pidfile = self.dir / "ssh.pids"
         if pidfile.exists():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pidfile.read_text()), 9)
+            for pid in pidfile.read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), 9)
 
 
 @pytest.fixture
