@@ -45,6 +45,15 @@ def state_dir() -> str:
     return os.path.join(xdg_dir("XDG_STATE_HOME", ".local", "state"), "islurm")
 
 
+def cache_dir() -> str:
+    """What may be lost and is made again (the laptop's remembered routes; images on the login
+    node): $ISLURM_CACHE_DIR, else $XDG_CACHE_HOME/islurm, else ~/.cache/islurm."""
+    explicit = os.environ.get("ISLURM_CACHE_DIR")
+    if explicit:
+        return explicit
+    return os.path.join(xdg_dir("XDG_CACHE_HOME", ".cache"), "islurm")
+
+
 def config_file() -> str:
     """The user's config.toml (it need not exist)."""
     explicit = os.environ.get("ISLURM_CONFIG")

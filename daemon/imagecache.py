@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from islurm.config import paths
+
 CHUNK = 4 << 20
 STALE_TEMP = 86400.0  # a temp file whose writer is unknown is removed after this long
 Progress = Callable[[int, int], None]  # bytes copied, bytes in all
@@ -40,10 +42,7 @@ class Entry:
 
 
 def default_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not base.startswith("/"):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "islurm", "images")
+    return os.path.join(paths.cache_dir(), "images")
 
 
 def under_roots(image: str, roots: Sequence[str]) -> bool:

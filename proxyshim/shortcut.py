@@ -1,7 +1,7 @@
 """islurm-proxy --via: the laptop's shortcut for a warm connect (the last step of hop.py).
 
 After a full route (via.py) the laptop remembers the job and the endpoint it reached, per
-login node and route: one small file under the state dir (0600, in a dir of our own, 0700).
+login node and route: one small file in the cache dir (0600, in a dir of our own, 0700).
 The next connect opens that endpoint as `ssh -J LOGIN` opens one, `ssh -W HOST:PORT LOGIN`,
 on one end of a socketpair. Once the job's sshd banner has come through it and names the
 remembered job (config/jobbanner.py), the other end goes to our ssh (ProxyUseFdpass) and we
@@ -49,7 +49,7 @@ def key(dest: str, command: str, ssh_config: str | None) -> str:
 def directory() -> str:
     from islurm.config import paths
 
-    return os.path.join(paths.state_dir(), "routes")
+    return os.path.join(paths.cache_dir(), "routes")
 
 
 def _file(route: str) -> str:
@@ -115,6 +115,30 @@ def forget(route: str) -> None:
         os.unlink(_file(route))
     except OSError:
         pass
+
+
+def forget_all() -> int:
+    """Forget every remembered route (for `islurmctl setup`, which may change what the login
+    node gives, and `uninstall`), and the cache dir if nothing else is in it. How many there
+    were."""
+    routes = directory()
+    try:
+        if not _private(os.lstat(routes), 0o040000):
+            return 0  # not ours to empty (setup's ensure_private_dir would have said so)
+        names = os.listdir(routes)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        try:  # noqa: SIM105 - contextlib costs start-up time
+            os.unlink(os.path.join(routes, name))
+        except FileNotFoundError:
+            pass
+    for d in (routes, os.path.dirname(routes)):
+        try:
+            os.rmdir(d)
+        except OSError:  # not empty: images cached on a login node, say
+            break
+    return len(names)
 
 
 class Shortcut:

@@ -23,6 +23,7 @@ from islurm.daemon.ctl.common import Fail
 from islurm.daemon.ctl.exits import Exit
 from islurm.daemon.ctl.laptopssh import Login, SshError, connect, direct_route, keygen, resolve
 from islurm.daemon.ctl.localfiles import Change, apply, diff, write_private
+from islurm.proxyshim import shortcut
 
 DEFAULT_PROFILES = ("cpu", "gpu")
 
@@ -144,6 +145,8 @@ def _setup(
         remote_ca_created=bool(state.get("remote_ca_created") or not info["ca_exists"]),
     )
     _backup_and_apply(changes, record, state)
+    if shortcut.forget_all():  # what the login node gives may have changed: ask it again
+        say("forgot the remembered endpoints: the next connect asks the login node")
     _verify(remote["profiles"])
     if not args.no_connect:
         host = sshsetup.host_name(remote["profiles"][0])

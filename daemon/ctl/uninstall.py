@@ -19,6 +19,7 @@ from islurm.daemon.ctl import laptop
 from islurm.daemon.ctl.common import Fail
 from islurm.daemon.ctl.exits import Exit
 from islurm.daemon.ctl.localfiles import Change, apply, diff
+from islurm.proxyshim import shortcut
 
 
 def say(message: str) -> None:
@@ -74,6 +75,8 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         say(f"removed the key {key} (setup made it)")
     shutil.rmtree(laptop.our_dir(), ignore_errors=True)
     say(f"removed {laptop.our_dir()}")
+    if shortcut.forget_all():
+        say(f"removed the remembered endpoints in {shortcut.directory()}")
     return 0
 
 

@@ -105,6 +105,7 @@ def shim_env(shim_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ISLURM_", "XDG_"))}
     env["ISLURM_SOCKET"] = str(shim_dir / "d.sock")
     env["ISLURM_STATE_DIR"] = str(shim_dir / "state")
+    env["ISLURM_CACHE_DIR"] = str(shim_dir / "cache")
     env["ISLURM_DAEMON_CMD"] = json.dumps(["/nonexistent/islurmd-must-not-start"])
     return env
 

@@ -49,18 +49,18 @@ def test_the_banner_tag_names_one_job() -> None:
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("ISLURM_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path / "state"
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ISLURM_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
-def test_a_remembered_route_is_private_and_read_back(state: Path) -> None:
+def test_a_remembered_route_is_private_and_read_back(cache: Path) -> None:
     assert shortcut.recall(ROUTE) is None
     assert shortcut.remember(ROUTE, shortcut.Remembered("42", "c1", 40022)) is None
     found = shortcut.recall(ROUTE)
     assert found is not None and (found.job_id, found.host, found.port) == ("42", "c1", 40022)
-    (path,) = (state / "routes").iterdir()
-    assert (state / "routes").stat().st_mode & 0o777 == 0o700
+    (path,) = (cache / "routes").iterdir()
+    assert (cache / "routes").stat().st_mode & 0o777 == 0o700
     assert path.stat().st_mode & 0o777 == 0o600
     other = shortcut.key("login", hop.remote_command("islurm-proxy", "gpu", None, None), None)
     assert shortcut.recall(other) is None
@@ -68,15 +68,15 @@ def test_a_remembered_route_is_private_and_read_back(state: Path) -> None:
     assert shortcut.recall(ROUTE) is None
 
 
-def test_a_file_others_could_write_or_another_routes_file_is_not_trusted(state: Path) -> None:
+def test_a_file_others_could_write_or_another_routes_file_is_not_trusted(cache: Path) -> None:
     shortcut.remember(ROUTE, shortcut.Remembered("42", "c1", 40022))
-    (path,) = (state / "routes").iterdir()
+    (path,) = (cache / "routes").iterdir()
     path.chmod(0o620)
     assert shortcut.recall(ROUTE) is None
     path.chmod(0o600)
-    (state / "routes").chmod(0o770)
+    (cache / "routes").chmod(0o770)
     assert shortcut.recall(ROUTE) is None
-    (state / "routes").chmod(0o700)
+    (cache / "routes").chmod(0o700)
     text = path.read_text()
     path.write_text(text.replace("cpu", "gpu"))  # another route's file under this name
     assert shortcut.recall(ROUTE) is None
@@ -111,7 +111,7 @@ def _passed(ssh_side: socket.socket, job_id: str) -> None:
 
 
 def _env(runtime: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ISLURM_STATE_DIR", runtime["ISLURM_STATE_DIR"])
+    monkeypatch.setenv("ISLURM_CACHE_DIR", runtime["ISLURM_CACHE_DIR"])
 
 
 @pytest.fixture
@@ -197,3 +197,17 @@ def test_a_remembered_endpoint_that_no_longer_answers_takes_the_full_route(
         assert os.listdir(runtime["XDG_RUNTIME_DIR"]) == []
     finally:
         fake.stop()
+
+
+def test_forget_all_empties_the_routes_and_leaves_other_cached_things(cache: Path) -> None:
+    assert shortcut.forget_all() == 0
+    other = shortcut.key("login", hop.remote_command("islurm-proxy", "gpu", None, None), None)
+    for route in (ROUTE, other):
+        assert shortcut.remember(route, shortcut.Remembered("42", "c1", 40022)) is None
+    assert shortcut.forget_all() == 2
+    assert not cache.exists()  # nothing else was cached: the dir goes too
+    shortcut.remember(ROUTE, shortcut.Remembered("42", "c1", 40022))
+    (cache / "images").mkdir()
+    assert shortcut.forget_all() == 1
+    assert sorted(p.name for p in cache.iterdir()) == ["images"]
+    assert shortcut.recall(ROUTE) is None
