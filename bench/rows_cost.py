@@ -73,9 +73,28 @@ def _two_hops(t: dict[str, list[float]]) -> list[Row]:
             "≤ 1.05x floor",
             r <= 1.05,
             f"{len(t['laptop'])} interleaved pairs; ratio of medians "
-            f"{_med(t['laptop']) / _med(t['jump']):.3f}; login node: a second sshd on loopback",
+            f"{_med(t['laptop']) / _med(t['jump']):.3f}; the remembered route (ssh -W to the "
+            "job, nothing asked of the login node; full routes taken meanwhile: "
+            f"{t['full-routes-during-remembered'][0]:.0f}); login node: a second sshd on loopback",
         )
     ]
+    if t.get("full"):
+        r = _paired(t["full"], t["full-jump"])
+        rows.append(
+            Row(
+                "two hops, warm connect, the full route (nothing remembered) vs ssh -J login",
+                "ms",
+                summary(t["full"]),
+                {"ssh -J login (floor)": summary(t["full-jump"])},
+                r,
+                "islurm/floor, median of per-pair ratios",
+                "",
+                None,
+                f"{len(t['full'])} interleaved pairs, the remembered route removed before each: "
+                "ssh -D to the login node, its islurm-proxy asks islurmd (a first connect, or "
+                "one after the job changed)",
+            )
+        )
     for d, word in (("down", "download"), ("up", "upload")):
         r = _paired(t[f"laptop-{d}"], t[f"jump-{d}"])
         rows.append(

@@ -1,9 +1,12 @@
 """Two hops, as from a laptop: a second sshd on loopback plays the login node.
 
     laptop  ssh bench-laptop = ProxyCommand islurm-proxy --via bench-login cpu, ProxyUseFdpass:
-            the laptop's shim runs `ssh -D` to the "login node", whose `islurm-proxy --endpoint`
-            asks islurmd for the endpoint; the login sshd opens the connection to the job's sshd
-            (as for -J), the shim hands the socket to ssh and exits (proxyshim/hop.py)
+            the remembered route (proxyshim/shortcut.py): the shim runs `ssh -W NODE:PORT
+            bench-login` on a socketpair, checks the job's banner, hands ssh its end and exits
+    full    the same, with the remembered routes removed before each connect: the shim runs
+            `ssh -D` to the "login node", whose `islurm-proxy --endpoint` asks islurmd for the
+            endpoint; the login sshd opens the connection to the job's sshd (as for -J), the
+            shim hands the socket to ssh and exits (proxyshim/hop.py)
     floor   ssh bench-jump = ProxyJump bench-login: the login sshd forwards straight to the
             job's sshd (-W), no islurm process in the path
 
@@ -73,10 +76,14 @@ class LoginSshd:
 def measure(ctx: Ctx, pairs: int, reps: int, total: int) -> dict[str, list[float]]:
     """Warm connects in interleaved pairs (order alternating), then `total` bytes each way."""
     log(f"two-hops: {pairs} warm pairs laptop / ssh -J, then {reps} x {total >> 20} MiB each way")
-    out: dict[str, list[float]] = {"laptop": [], "jump": []}
+    out: dict[str, list[float]] = {"laptop": [], "jump": [], "full": [], "full-jump": []}
     hosts = [("laptop", "bench-laptop"), ("jump", "bench-jump")]
     for _, host in hosts:  # untimed: page cache, the login sshd's first session
         ctx.ssh_ok(host)
+    routes = Path(ctx.user.home, ".cache", "islurm", "routes")
+    if not any(routes.iterdir()):
+        raise RuntimeError(f"the laptop's connect remembered no route in {routes}")
+    handed = _handed(ctx)
     last = time.monotonic()
     for i in range(pairs):
         # Each laptop connect is a lone one for the daemon (its banner check is not fresh).
@@ -84,7 +91,23 @@ def measure(ctx: Ctx, pairs: int, reps: int, total: int) -> dict[str, list[float
         for name, host in hosts if i % 2 == 0 else hosts[::-1]:
             out[name].append(ctx.ssh_ok(host) * 1000)
         last = time.monotonic()
+    out["full-routes-during-remembered"] = [float(_handed(ctx) - handed)]
+    for i in range(pairs):  # the full route: what a first connect (or a new job) takes
+        time.sleep(max(0.0, last + CONFIRM_FRESH + 0.1 - time.monotonic()))
+        for name in ("full", "full-jump") if i % 2 == 0 else ("full-jump", "full"):
+            if name == "full":
+                for f in routes.iterdir():
+                    f.unlink()
+            host = "bench-laptop" if name == "full" else "bench-jump"
+            out[name].append(ctx.ssh_ok(host) * 1000)
+        last = time.monotonic()
     for i in range(reps):
         for name, host in hosts if i % 2 == 0 else hosts[::-1]:
             transfer(ctx, name, host, total, out)
     return out
+
+
+def _handed(ctx: Ctx) -> int:
+    """islurmd's `session.handed` lines so far: one per full laptop route."""
+    log = Path(ctx.user.state, "log", "islurmd.log")
+    return log.read_text().count('"session.handed"') if log.exists() else 0
