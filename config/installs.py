@@ -47,7 +47,7 @@ def shim_command() -> tuple[str, ...]:
     through `current` in a managed install, so ssh runs the updated shim after an update."""
     import sys
 
-    import islurm.proxyshim.main as shim
+    import islurm.proxyshim.launch as shim
 
     return (
         through_current(os.path.abspath(sys.executable)),

@@ -3,8 +3,6 @@
 Stdlib only and import-light: the proxy shim imports this module on every connect.
 """
 
-from __future__ import annotations
-
 import os
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.

@@ -19,8 +19,9 @@ Exit status (the constants: exits.py):
 SIGHUP (ssh sends it when it exits) and SIGINT end the shim at once and quietly.
 
 Start-up time counts (it is paid on every ssh): stdlib only, modules imported lazily, no
-`socket`, `json`, `re`, `argparse`, `logging` or `signal`. The generated ssh config runs this
-file directly as ``<venv>/bin/python -I -S <site-packages>/islurm/proxyshim/main.py PROFILE``.
+`socket`, `json`, `re`, `argparse`, `logging` or `signal`. The generated ssh config runs
+``<venv>/bin/python -I -S <site-packages>/islurm/proxyshim/launch.py PROFILE``, which imports
+this module (from its cached bytecode) and calls `main`.
 """
 
 import os
@@ -33,16 +34,12 @@ if TYPE_CHECKING:
     from islurm.proxyshim import rpc
 
 if __name__ == "__main__" and not __package__:
-    # Run as a file under -I -S: site-packages is not on sys.path. It is three levels up,
-    # taken from the path as given: in the dev tree .dev/islurm/proxyshim is a symlink to the
-    # repo's proxyshim/, and resolving it would lose the islurm/ level.
-    _here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    # Run through an install's `current` link: hold on to the generation it names now, so an
-    # update switching it mid-session never mixes two versions' modules in this process.
-    _head, _sep, _tail = _here.partition(os.sep + "current" + os.sep)
-    if _sep and os.path.islink(_head + os.sep + "current"):
-        _here = os.path.join(_head, os.readlink(_head + os.sep + "current"), _tail)
-    sys.path.insert(0, _here)
+    # Run as a file by an ssh config written before launch.py: start as launch.py does (and
+    # 2-4 ms slower: Python compiles the file it runs, this one at every start).
+    import runpy
+
+    _launch = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch.py")
+    runpy.run_path(_launch, run_name="__main__")  # exits
 
 STALE_RETRIES = 3  # connects to an endpoint that no longer answers before giving up
 NODE_HANGUP_WAIT = 5.0  # seconds to wait for islurmd's word when the node hangs up first

@@ -13,13 +13,12 @@ An endpoint that gives no such banner (the job ended: its port is closed, or ano
 sshd took it) is forgotten and the full route taken in the same connect. What proves the
 endpoint is, as on every route, ssh's check of the host certificate.
 
-Stdlib only, import-light (`_socket`, os.posix_spawnp, zlib; no `subprocess`, `socket`)."""
+Stdlib only, import-light (`_socket`, os.posix_spawnp; no `subprocess`, `socket`, `zlib`)."""
 
 import _socket
 import os
 import select
 import time
-import zlib
 
 from islurm.config import jobbanner
 from islurm.proxyshim.exits import EXIT_DAEMON
@@ -53,8 +52,12 @@ def directory() -> str:
 
 
 def _file(route: str) -> str:
-    # A checksum names the file; the file holds the whole key, checked on reading.
-    return os.path.join(directory(), f"{zlib.crc32(route.encode()):08x}")
+    # A checksum names the file (FNV-1a, 64 bits: `zlib` or `hashlib` would cost start-up
+    # time); the file holds the whole key, checked on reading.
+    h = 0xCBF29CE484222325
+    for byte in route.encode():
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return os.path.join(directory(), f"{h:016x}")
 
 
 def _private(st: os.stat_result, mode: int) -> bool:

@@ -18,7 +18,7 @@ from islurm.daemon.ctl.exits import Exit, exit_for
 
 def _ssh_to(profile: str, command: list[str], image: str = "") -> list[str]:
     """ssh with the host options `islurmctl ssh-config --local` would write (strict CA)."""
-    import islurm.proxyshim.main as shim
+    import islurm.proxyshim.launch as shim
 
     proxy = ProxySpec(
         login=None, local_command=(sys.executable, "-I", "-S", os.path.abspath(shim.__file__))

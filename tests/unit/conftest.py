@@ -112,7 +112,7 @@ def shim_env(shim_dir: Path) -> dict[str, str]:
 
 @pytest.fixture
 def shim_start(shim_procs: Procs, shim_env: dict[str, str]) -> Start:
-    """Start the shim the way the generated ssh config does: python -I -S .../main.py ARGS."""
+    """Start the shim the way the generated ssh config does: python -I -S .../launch.py ARGS."""
 
     def start(
         *args: str, python_flags: tuple[str, ...] = (), **kwargs: object

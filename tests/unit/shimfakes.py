@@ -18,7 +18,7 @@ from typing import IO, Protocol
 import islurm.proxyshim
 
 # Not resolved: in the dev tree .dev/islurm/proxyshim is a symlink, and the script must cope.
-SHIM_MAIN = str(Path(islurm.proxyshim.__file__).with_name("main.py"))
+SHIM_MAIN = str(Path(islurm.proxyshim.__file__).with_name("launch.py"))
 GUARD = 60.0  # generous bound on every wait, so a broken shim fails a test instead of hanging it
 
 

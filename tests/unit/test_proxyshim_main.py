@@ -115,11 +115,12 @@ def test_runs_as_a_module() -> None:
     assert proc.stdout.startswith(b"islurm-proxy ")
 
 
+@pytest.mark.parametrize("script", ["launch.py", "main.py"])  # main.py: older ssh configs
 def test_script_finds_its_package_through_symlinks(
-    shim_dir: Path, shim_env: dict[str, str]
+    script: str, shim_dir: Path, shim_env: dict[str, str]
 ) -> None:
     # A site-packages whose islurm/proxyshim links elsewhere, as .dev/ does: sys.path must get
-    # the directory three levels above main.py as given, not as resolved.
+    # the directory three levels above the script as given, not as resolved.
     package = Path(islurm.proxyshim.__file__).resolve().parent
     site = shim_dir / "site-packages"
     (site / "islurm").mkdir(parents=True)
@@ -127,7 +128,7 @@ def test_script_finds_its_package_through_symlinks(
     (site / "islurm" / "config").symlink_to(package.parent / "config")
     env = dict(shim_env, ISLURM_SOCKET=str(shim_dir / "nowhere" / "s.sock"))
     proc = subprocess.run(
-        [sys.executable, "-I", "-S", str(site / "islurm" / "proxyshim" / "main.py"), "cpu"],
+        [sys.executable, "-I", "-S", str(site / "islurm" / "proxyshim" / script), "cpu"],
         capture_output=True,
         env=env,
         timeout=GUARD,
@@ -192,7 +193,7 @@ def test_environment_of_the_shim_is_not_needed_for_imports() -> None:
             sys.executable,
             "-I",
             "-S",
-            str(Path(islurm.proxyshim.__file__).with_name("main.py")),
+            str(Path(islurm.proxyshim.__file__).with_name("launch.py")),
             "--version",
         ],
         capture_output=True,
