@@ -78,6 +78,11 @@ class HandedSessions:
             return False
         if not m.spawn(self._hold, lease, lease.client, job):
             return False
+        if _comm(lease.client.pid) == "sshd":
+            # The laptop route (the shim's parent is the login node's sshd): the laptop's next
+            # connects take its remembered route (proxyshim/shortcut.py), which islurmd never
+            # hears of, so idle reaping asks the job for its own session count.
+            job.direct_possible = True
         self.ledger.add(lease.id, job.job_id, lease.profile, lease.client)
         return True
 
@@ -125,3 +130,11 @@ class HandedSessions:
         finally:
             self.ledger.remove(lease.id)
             m.release(lease.id)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""

@@ -54,6 +54,7 @@ class Job:
     ends_at: float | None = None  # trio time its limit is reached, while it runs
     served: bool = False  # its sshd was ready once: a later hook error means it is ending
     direct_sessions: int = 0  # sessions without a lease, as the job last reported them
+    direct_possible: bool = False  # a session was handed to ssh without a relay
     has_record: bool = False  # its readiness record was seen: its going means the job ends
     refused_record: Record | None = None  # the last record ignored (said once in the log)
     warned: set[float] = field(default_factory=set)

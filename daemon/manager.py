@@ -205,6 +205,8 @@ class SessionManager:
             # Before "ready": a client may hang up as soon as it hears that.
             with trio.CancelScope(shield=True):
                 await on_ready(job)
+        if lease.direct and lease.client is None:
+            job.direct_possible = True  # no ssh to hold by: idle reaping asks the job
         notify("session.ready", progress.ready(job, ep, lease.id))
         await self._hold(lease, job, notify)
 

@@ -182,9 +182,7 @@ class Watcher:
             grace = self.idle_grace(job.profile)
             if idle is None or grace <= 0 or idle < grace:
                 continue
-            # Before reaping, ask the job: sessions islurmd never saw hold it too (the laptop's
-            # remembered route, proxyshim/shortcut.py, or sessions from before a restart).
-            direct = self.records.sessions(job.job_id)[0]
+            direct = self.records.sessions(job.job_id)[0] if job.direct_possible else 0
             if direct:
                 job.saw_direct_sessions(direct, now)
                 continue

@@ -7,7 +7,8 @@ on one end of a socketpair. Once the job's sshd banner has come through it and n
 remembered job (config/jobbanner.py), the other end goes to our ssh (ProxyUseFdpass) and we
 exit; the `ssh -W` stays and carries the session, as ProxyJump's does. Nothing is asked of the
 login node: no islurm process starts there and islurmd is not woken. The job holds itself:
-it counts its own ssh sessions, which idle reaping reads (daemon/watcher.py).
+it counts its own ssh sessions, which idle reaping reads for a job a laptop route reached
+(daemon/handed.py marks it, daemon/watcher.py reads it).
 
 An endpoint that gives no such banner (the job ended: its port is closed, or another job's
 sshd took it) is forgotten and the full route taken in the same connect. What proves the
