@@ -78,11 +78,7 @@ class HandedSessions:
             return False
         if not m.spawn(self._hold, lease, lease.client, job):
             return False
-        if _comm(lease.client.pid) == "sshd":
-            # The laptop route (the shim's parent is the login node's sshd): the laptop's next
-            # connects take its remembered route (proxyshim/shortcut.py), which islurmd never
-            # hears of, so idle reaping asks the job for its own session count.
-            job.direct_possible = True
+        _mark_laptop_route(job, lease.client)
         self.ledger.add(lease.id, job.job_id, lease.profile, lease.client)
         return True
 
@@ -107,6 +103,7 @@ class HandedSessions:
             if not m.spawn(self._hold, lease, client, job):
                 m.release(lease.id)
                 continue
+            _mark_laptop_route(job, client)
             self.ledger.add(lease.id, job.job_id, lease.profile, client)
             restored += 1
         self.ledger.save()  # entries not taken back are gone
@@ -130,6 +127,14 @@ class HandedSessions:
         finally:
             self.ledger.remove(lease.id)
             m.release(lease.id)
+
+
+def _mark_laptop_route(job: Job, client: SshClient) -> None:
+    """The laptop route pins the login node's sshd (the shim's parent): the laptop's next
+    connects take its remembered route (proxyshim/shortcut.py), which islurmd never hears of,
+    so idle reaping asks the job for its own session count."""
+    if _comm(client.pid) == "sshd":
+        job.direct_possible = True
 
 
 def _comm(pid: int) -> str:

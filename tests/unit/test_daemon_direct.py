@@ -5,6 +5,7 @@ stand in for ssh; /proc is faked only where a test needs a parent it cannot have
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -223,6 +224,42 @@ async def test_a_handed_session_holds_its_job_past_the_grace_until_ssh_exits(
             while not reaped:
                 await trio.sleep(0.1)
         assert lease.id not in d.manager.leases and lease.client is None
+
+
+@pytest.mark.parametrize("name", ["sshd", "ssh"])
+async def test_a_session_pinned_to_an_sshd_marks_its_job_for_the_count(
+    name: str, tmp_path: Path
+) -> None:
+    # The laptop route pins the login node's sshd: its remembered route then reaches the job
+    # without islurmd, so idle reaping must ask the job (direct_possible). A local ssh: no.
+    binary = tmp_path / name
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", binary)
+    proc = subprocess.Popen([str(binary), "60"], stderr=subprocess.PIPE)
+    try:
+        for restarted in (False, True):
+            slurm = FakeSlurm().always("query", rows(running_line("4242")))
+            config = '[defaults]\nidle_grace = "1s"\n'
+            where = tmp_path / f"restarted-{restarted}"
+            where.mkdir()
+            async with live_daemon(where, slurm, config) as (d, state, _):
+                write_record(state, "4242")
+                job = job_of(d.table, "4242")
+                if restarted:
+                    start = direct._start_time(proc.pid)
+                    entry = {"job_id": "4242", "profile": "cpu", "pid": proc.pid, "start": start}
+                    records.write_json(d.handed.ledger.path, {"sessions": [entry]})
+                    assert await d.handed.restore() == 1
+                else:
+                    lease = d.manager.new_lease("cpu")
+                    d.manager.bind(lease, job)
+                    lease.client = pinned(proc)
+                    assert d.handed.handed(lease.id)
+                assert job.direct_possible is (name == "sshd")
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 async def test_a_restarted_daemon_takes_back_the_sessions_its_ssh_still_runs(
