@@ -135,3 +135,11 @@ def no_update_checks(
     site = tmp_path_factory.getbasetemp() / "site-update-off.toml"
     site.write_text('[update]\nmode = "off"\n')
     monkeypatch.setenv("ISLURM_SITE_CONFIG", str(site))
+
+
+@pytest.fixture
+def runtime(shim_dir: Path, shim_env: dict[str, str]) -> dict[str, str]:
+    """The shim's env with a private runtime dir (where its socket dir goes)."""
+    run = shim_dir / "run"
+    run.mkdir(mode=0o700)
+    return {**shim_env, "XDG_RUNTIME_DIR": str(run)}

@@ -247,14 +247,6 @@ class FakeSsh:
                     os.kill(int(pid), 9)
 
 
-@pytest.fixture
-def runtime(shim_dir: Path, shim_env: dict[str, str]) -> dict[str, str]:
-    """The shim's env with a private runtime dir (where its socket dir goes)."""
-    run = shim_dir / "run"
-    run.mkdir(mode=0o700)
-    return {**shim_env, "XDG_RUNTIME_DIR": str(run)}
-
-
 def _via(
     shim_start: Start, fake: FakeSsh, env: dict[str, str], stdout: socket.socket | None = None
 ) -> tuple[int, bytes]:

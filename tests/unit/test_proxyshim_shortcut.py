@@ -110,15 +110,19 @@ def _passed(ssh_side: socket.socket, job_id: str) -> None:
         assert passed.recv(4) == b"pong"
 
 
+def _connect(shim_start: Start, fake: FakeSsh, runtime: dict[str, str], job_id: str) -> bytes:
+    """`islurm-proxy --via login cpu` succeeds and hands over job `job_id`'s socket; its
+    stderr."""
+    ssh_side, shim_side = socket.socketpair()
+    with ssh_side, shim_side:
+        code, err = _via(shim_start, fake, runtime, stdout=shim_side)
+        assert code == EXIT_OK, err
+        _passed(ssh_side, job_id)
+    return err
+
+
 def _env(runtime: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ISLURM_CACHE_DIR", runtime["ISLURM_CACHE_DIR"])
-
-
-@pytest.fixture
-def runtime(shim_dir: Path, shim_env: dict[str, str]) -> dict[str, str]:
-    run = shim_dir / "run"
-    run.mkdir(mode=0o700)
-    return {**shim_env, "XDG_RUNTIME_DIR": str(run)}
 
 
 def test_the_full_route_remembers_and_the_next_connect_asks_the_login_node_nothing(
@@ -133,11 +137,7 @@ def test_the_full_route_remembers_and_the_next_connect_asks_the_login_node_nothi
     lines = [hop.job_line("42").decode(), hop.endpoint_line("127.0.0.1", first.port).decode()]
     fake = FakeSsh(shim_dir, lines)
     try:
-        ssh_side, shim_side = socket.socketpair()
-        with ssh_side, shim_side:
-            code, err = _via(shim_start, fake, runtime, stdout=shim_side)
-            assert code == EXIT_OK, err
-            _passed(ssh_side, "42")
+        err = _connect(shim_start, fake, runtime, "42")
         first.check()
         assert fake.ran("D") and not fake.ran("W")
         found = shortcut.recall(ROUTE)
@@ -147,11 +147,7 @@ def test_the_full_route_remembers_and_the_next_connect_asks_the_login_node_nothi
         second = shim_tcp(_node("42"))
         shortcut.remember(ROUTE, shortcut.Remembered("42", "127.0.0.1", second.port))
         fake.forget_runs()
-        ssh_side, shim_side = socket.socketpair()
-        with ssh_side, shim_side:
-            code, err = _via(shim_start, fake, runtime, stdout=shim_side)
-            assert code == EXIT_OK, err
-            _passed(ssh_side, "42")
+        err = _connect(shim_start, fake, runtime, "42")
         second.check()
         assert fake.ran("W") and not fake.ran("D")  # no command on the login node
         argv = fake.argv("W")
@@ -183,11 +179,7 @@ def test_a_remembered_endpoint_that_no_longer_answers_takes_the_full_route(
     lines = [hop.job_line("43").decode(), hop.endpoint_line("127.0.0.1", node.port).decode()]
     fake = FakeSsh(shim_dir, lines)
     try:
-        ssh_side, shim_side = socket.socketpair()
-        with ssh_side, shim_side:
-            code, err = _via(shim_start, fake, runtime, stdout=shim_side)
-            assert code == EXIT_OK, err
-            _passed(ssh_side, "43")
+        err = _connect(shim_start, fake, runtime, "43")
         node.check()
         assert fake.ran("W") and fake.ran("D")
         assert f"islurm: job 42 is not at 127.0.0.1:{stale_port} any more".encode() in err
