@@ -92,6 +92,85 @@ def test_a_session_without_relay_holds_its_job_past_the_grace_and_frees_it_after
     assert _reaped(user) == [job_id]
 
 
+def _laptop_config(user: User, login_port: int) -> Path:
+    """The laptop's route as `islurmctl setup` writes it (the shim `--via` the login node,
+    ProxyUseFdpass), with the cluster user as the laptop user: its own key is authorized."""
+    home = Path(user.home)
+    known = home / ".ssh/e2e_login_known_hosts"
+    hostkey = Path("/tmp/islurm-e2e-login/hostkey.pub").read_text().split()[:2]
+    known.write_text(f"[127.0.0.1]:{login_port} {' '.join(hostkey)}\n")
+    config = home / ".ssh/e2e_laptop_config"
+    shim = f"{user.prefix}/share/islurm/current/venv/bin/python"
+    lines = [
+        "Host e2e-login",
+        "    HostName 127.0.0.1",
+        f"    Port {login_port}",
+        f"    UserKnownHostsFile {known}",
+        "    StrictHostKeyChecking yes",
+        "Host slurm-short",
+    ]
+    for line in Path(user.ssh_config).read_text().split("Host slurm-short\n")[1].splitlines():
+        if not line.strip():
+            break
+        if line.strip().startswith("ProxyCommand"):
+            words = line.split()
+            launch = next(w for w in words if w.endswith("proxyshim/launch.py"))
+            line = (
+                f"    ProxyCommand {shim} -I -S {launch} --via e2e-login --ssh-config {config} "
+                f"--remote {user.prefix}/bin/islurm-proxy short"
+            )
+        lines.append(line)
+    config.write_text("\n".join(lines) + "\n")
+    for path in (known, config):
+        os.chown(path, user.uid, -1)
+        path.chmod(0o600)
+    return config
+
+
+def _handed(user: User) -> list[str]:
+    log = Path(f"{user.home}/.local/state/islurm/log/islurmd.log").read_text()
+    return [json.loads(ln)["job_id"] for ln in log.splitlines() if '"session.handed"' in ln]
+
+
+def test_a_session_by_the_laptops_remembered_route_holds_its_job_past_the_grace(
+    user: User, login_node: int, tmp_path: Path
+) -> None:
+    """The laptop's remembered route (proxyshim/shortcut.py) reaches the job's sshd without
+    islurmd; the job's own session count holds it, then frees it once the session ends."""
+    user.stop_daemon()
+    user.prepare(GRACE, tmp_path)
+    routes = Path(user.home) / ".cache/islurm/routes"
+    shutil.rmtree(routes, ignore_errors=True)
+    config = _laptop_config(user, login_node)
+    try:
+        first = user.run(user.ssh_argv("slurm-short", "true", str(config)), timeout=180)
+        assert first.returncode == 0, first.stderr.decode()
+        (job_id,) = [j["job_id"] for j in user.live_jobs()]
+        assert _handed(user) == [job_id]  # the full route: islurmd handed that session
+        argv = user.ssh_argv("slurm-short", "echo open; read line; echo bye", str(config))
+        with user.popen(argv, stdout=-1, stderr=-1, stdin=-1) as proc:
+            assert proc.stdout is not None and proc.stdin is not None
+            assert proc.stdout.readline() == b"open\n"
+            time.sleep(12)  # more than twice the grace since the first session ended
+            assert [j["job_id"] for j in user.live_jobs()] == [job_id]
+            assert _handed(user) == [job_id]  # the remembered route: islurmd never heard
+            proc.stdin.write(b"go\n")
+            proc.stdin.close()
+            assert proc.stdout.readline() == b"bye\n"
+            proc.wait(timeout=30)
+            ended = time.monotonic()
+        deadline = ended + 30
+        while user.live_jobs():
+            assert time.monotonic() < deadline, "the job was not reaped after the session ended"
+            time.sleep(0.5)
+        assert time.monotonic() - ended > 3.0  # the grace counted from the disconnect
+        assert _reaped(user) == [job_id]
+    finally:
+        shutil.rmtree(routes, ignore_errors=True)
+        for name in ("e2e_laptop_config", "e2e_login_known_hosts"):
+            (Path(user.home) / ".ssh" / name).unlink(missing_ok=True)
+
+
 def test_a_job_cancelled_under_a_session_without_relay_is_told_on_its_terminal(
     user: User,
 ) -> None:

@@ -49,33 +49,6 @@ USER_SETTINGS = """\
 """
 
 
-@pytest.fixture(scope="module")
-def login_node(cluster: Cluster) -> Iterator[int]:
-    """A second sshd on a high loopback port: the login node the laptop reaches."""
-    d = Path("/tmp/islurm-e2e-login")
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(mode=0o700)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "hostkey")])
-    port = _free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n"
-        # UsePAM: without it sshd refuses the cluster user's locked password ("!") even for keys
-        f"UsePAM yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        f"AllowUsers {cluster.user}\nAuthorizedKeysFile .ssh/authorized_keys\n"
-    )
-    os.makedirs("/run/sshd", exist_ok=True)
-    subprocess.run(["/usr/sbin/sshd", "-f", str(d / "sshd_config")], check=True)
-    _wait_listening(port)
-    deadline = time.monotonic() + 10
-    while not (d / "sshd.pid").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)  # sshd writes its pid file just after it listens
-    pid = int((d / "sshd.pid").read_text())
-    yield port
-    if b"sshd" in Path(f"/proc/{pid}/cmdline").read_bytes():
-        os.kill(pid, 15)
-    shutil.rmtree(d, ignore_errors=True)
-
-
 @pytest.fixture
 def laptop(user: User, login_node: int) -> Iterator[User]:
     """The laptop user: key access to the login node already, a ~/.ssh/config that starts
