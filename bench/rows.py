@@ -208,9 +208,7 @@ def _throughput_rows(t: dict[str, list[float]]) -> list[Row]:
         ):
             if not t.get(f"{name}-{d}"):
                 continue
-            # The relay runs every other round: pair it with the direct run of its own round.
-            direct = t[f"direct-{d}"] if name == "islurm" else t[f"direct-{d}"][::2]
-            r = _paired(t[f"{name}-{d}"], direct)
+            r = _paired(t[f"{name}-{d}"], _direct_of(t, name, d))
             rows.append(
                 Row(
                     f"ssh {word} 1 GiB: {what} vs direct ssh",
@@ -227,12 +225,22 @@ def _throughput_rows(t: dict[str, list[float]]) -> list[Row]:
     return rows
 
 
+def _direct_of(t: dict[str, list[float]], name: str, d: str) -> list[float]:
+    """The direct runs of the rounds `name` ran in: the relay runs every other round."""
+    return t[f"direct-{d}"] if name == "islurm" else t[f"direct-{d}"][::2]
+
+
 def _tp_note(t: dict[str, list[float]], name: str, d: str) -> str:
     def m(key: str) -> float:
         return _med(t.get(key, []))
 
+    ratios = [x / y for x, y in zip(t[f"{name}-{d}"], _direct_of(t, name, d), strict=False) if y]
+    spread = ""
+    if len(ratios) >= 4:  # how far single rounds stray: this machine is shared and noisy
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        spread = f"per-round ratios p25-p75 {q1:.3f}-{q3:.3f} ({len(ratios)} rounds); "
     text = (
-        f"ratio of medians {m(f'{name}-{d}') / m(f'direct-{d}'):.3f}; socat ProxyCommand "
+        f"{spread}ratio of medians {m(f'{name}-{d}') / m(f'direct-{d}'):.3f}; socat ProxyCommand "
         f"{m(f'socat-{d}'):.0f} MiB/s; CPU s/GiB of the ProxyCommand: "
         f"{m(f'{name}-{d}-proxy-cpu-s-per-GiB'):.2f} (socat "
         f"{m(f'socat-{d}-proxy-cpu-s-per-GiB'):.2f}); of ssh: "
