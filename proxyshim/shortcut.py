@@ -12,7 +12,10 @@ it counts its own ssh sessions, which idle reaping reads for a job a laptop rout
 
 An endpoint that gives no such banner (the job ended: its port is closed, or another job's
 sshd took it) is forgotten and the full route taken in the same connect. What proves the
-endpoint is, as on every route, ssh's check of the host certificate.
+endpoint is, as on every route, ssh's check of the host certificate. A route is taken for
+ROUTE_TTL after the full route found it, then the full route asks islurmd again: so a stranger
+who took an ended job's port and copied its banner can fail our connects (ssh refuses the host
+key) for that long at most.
 
 Stdlib only, import-light (`_socket`, os.posix_spawnp; no `subprocess`, `socket`, `zlib`)."""
 
@@ -29,6 +32,7 @@ MAGIC = b"islurm-route 1"
 MAX_FILE = 4096
 BANNER_MAX = 255  # an SSH banner line, CR LF included (RFC 4253 4.2)
 BANNER_WAIT = 10.0  # seconds for the banner through ssh -W (ssh to the login node included)
+ROUTE_TTL = 3600.0  # seconds a route is taken after the full route found it (its file's mtime)
 
 
 class Remembered:
@@ -66,8 +70,9 @@ def _private(st: os.stat_result, mode: int) -> bool:
 
 
 def recall(route: str) -> Remembered | None:
-    """The remembered endpoint of `route`; None if there is none, or none we can trust to be
-    ours (a file or dir someone else owns or can write is ignored)."""
+    """The remembered endpoint of `route`; None if there is none, none we can trust to be
+    ours (a file or dir someone else owns or can write is ignored), or one older than
+    ROUTE_TTL."""
     try:
         if not _private(os.lstat(directory()), 0o040000):
             return None
@@ -75,8 +80,9 @@ def recall(route: str) -> Remembered | None:
     except OSError:
         return None
     try:
-        if not _private(os.fstat(fd), 0o100000):
-            return None
+        st = os.fstat(fd)
+        if not _private(st, 0o100000) or not 0 <= time.time() - st.st_mtime <= ROUTE_TTL:
+            return None  # not ours, or time to ask islurmd again (from the future: likewise)
         data = os.read(fd, MAX_FILE)
     except OSError:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,24 @@ def test_a_remembered_route_is_private_and_read_back(cache: Path) -> None:
     assert shortcut.recall(other) is None
     shortcut.forget(ROUTE)
     assert shortcut.recall(ROUTE) is None
+
+
+def test_a_route_is_taken_for_an_hour_then_the_full_route_checks_it_again(cache: Path) -> None:
+    assert shortcut.remember(ROUTE, shortcut.Remembered("42", "c1", 40022)) is None
+    (path,) = (cache / "routes").iterdir()
+    for age, taken in (
+        (10.0, True),
+        (shortcut.ROUTE_TTL - 60, True),
+        (shortcut.ROUTE_TTL + 60, False),
+        (-600.0, False),
+    ):
+        when = time.time() - age
+        os.utime(path, (when, when))
+        assert (shortcut.recall(ROUTE) is not None) is taken, age
+    # the full route writes it anew: taken again for an hour
+    assert shortcut.remember(ROUTE, shortcut.Remembered("43", "c2", 40023)) is None
+    found = shortcut.recall(ROUTE)
+    assert found is not None and (found.job_id, found.host, found.port) == ("43", "c2", 40023)
 
 
 def test_a_file_others_could_write_or_another_routes_file_is_not_trusted(cache: Path) -> None:
