@@ -67,7 +67,7 @@ def _reps(quick: bool) -> dict[str, Any]:
                 "dpairs": 3, "hop_pairs": 6, "hop_reps": 2, "users": 5,
                 "crowd_window": 60.0}  # fmt: skip
     return {"startup": 30, "shim": 10, "cold": 10, "concurrent": 8, "warm": 40, "ssh": 16,
-            "bytes": 1 << 30, "shim_bytes": 512 << 20, "window": 120.0, "serving": 10,
+            "bytes": 1 << 30, "shim_bytes": 512 << 20, "window": 300.0, "serving": 10,
             "dpairs": 12, "hop_pairs": 40, "hop_reps": 6, "users": 50,
             "crowd_window": 180.0}  # fmt: skip
 

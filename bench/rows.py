@@ -275,7 +275,8 @@ def _idle_rows(idle: dict[str, Any]) -> list[Row]:
             target="≤ 0.2 per user",
             met=calls / minutes <= 0.2,
             note=f"{calls} call(s) in {minutes:.1f} idle minutes; the safety poll alone "
-            "(poll_idle = 10 min) is 0.1/min, and lands in a 2 min window 1 time in 5",
+            "(poll_idle = 10 min) is 0.1/min: windows of 10 min in all hold one of its "
+            "polls (two at most), shorter ones none or one, which a rate cannot tell apart",
         )
     )
     top = max(idle, key=int)
