@@ -10,7 +10,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from islurm.sessionhooks import sshd
 
@@ -71,6 +71,11 @@ def _drain(fd: int) -> None:
         return
 
 
+def fixed(deadline: float) -> Callable[[], float]:
+    """A deadline for LineReader.lines that does not move."""
+    return lambda: deadline
+
+
 class LineReader:
     """sshd's stderr, line by line, each line into the job's log."""
 
@@ -82,12 +87,13 @@ class LineReader:
         self.buf = b""
         self.eof = False
 
-    def lines(self, deadline: float | None) -> Iterator[str]:
-        """Lines until EOF (then `eof` is True) or the monotonic deadline."""
+    def lines(self, until: Callable[[], float]) -> Iterator[str]:
+        """Lines until EOF (then `eof` is True) or the monotonic deadline `until()`, asked
+        again before each wait: handling a line may bring the caller's next task forward."""
         self.eof = False
         fds = [self.fd] if self.signal_fd < 0 else [self.fd, self.signal_fd]
         while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            timeout = max(0.0, until() - time.monotonic())
             ready, _, _ = select.select(fds, [], [], timeout)
             if self.signal_fd in ready:
                 _drain(self.signal_fd)  # the handler runs now, between two bytecodes

@@ -24,7 +24,7 @@ from islurm.config import jobbanner, paths, records
 from islurm.sessionhooks import args as hookargs
 from islurm.sessionhooks import hostkey, jobinfo, sshd, teardown, terminals
 from islurm.sessionhooks.container.errors import ContainerError
-from islurm.sessionhooks.joblog import SSHD_LOG, LineReader, say
+from islurm.sessionhooks.joblog import SSHD_LOG, LineReader, fixed, say
 from islurm.sessionhooks.sessions import SessionCount
 from islurm.sessionhooks.walltime import WalltimeWarnings, format_left
 
@@ -121,7 +121,7 @@ def start_listening(
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(cfg.render())
         proc = sshd.start(binary, cfg_path)
-        for line in LineReader(proc).lines(time.monotonic() + LISTEN_TIMEOUT):
+        for line in LineReader(proc).lines(fixed(time.monotonic() + LISTEN_TIMEOUT)):
             SSHD_LOG.line(line)
             last = line
             if "Server listening on" in line:
@@ -169,12 +169,18 @@ def serve(
     reader = LineReader(proc)
     warnings = WalltimeWarnings(leads, end_time)
     recheck = time.time() + END_TIME_RECHECK
-    while True:
+
+    def wake() -> float:
+        """The monotonic time of the next task. Asked before each wait for sshd's output: a
+        logout line asks for a recount half a second later (sessions.py), which must not
+        wait for the next line or the end-time check (a count left at 1 held its job)."""
         due = warnings.next_due()
         recount = sessions.due if sessions is not None else None
-        wake = min(t for t in (due, recheck, recount) if t is not None)
-        deadline = time.monotonic() + max(0.0, wake - time.time())
-        for line in reader.lines(deadline):
+        at = min(t for t in (due, recheck, recount) if t is not None)
+        return time.monotonic() + max(0.0, at - time.time())
+
+    while True:
+        for line in reader.lines(wake):
             SSHD_LOG.line(line)
             if sessions is not None:
                 sessions.saw(line)
