@@ -67,6 +67,7 @@ class UpdateChecker:
         self.settings, self.state_dir, self.handover = settings, state_dir, handover
         self.clock = clock  # wall time: the last check's time outlives this process
         self.install = install or gens.detect()
+        self._started_current = self._current() == self.install.generation
         self._look = trio.Event()
         self.checks = 0
         self._ctl = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "islurmctl")
@@ -90,12 +91,18 @@ class UpdateChecker:
             "last_check": state.load(self.state_dir).get("check"),
         }
 
+    def _current(self) -> str | None:
+        root = self.install.root
+        return None if root is None else gens.link(root, installs.CURRENT)
+
     def switched(self) -> bool:
-        """Another generation is current than the one this daemon runs from."""
-        root, mine = self.install.root, self.install.generation
-        if root is None or mine is None:
+        """`current` moved away from the generation this daemon runs from. A daemon that did
+        not start as `current` never hands over: the updater's self-test runs the new
+        generation's islurmd before switching, and it must stay up for its round trip."""
+        mine = self.install.generation
+        if mine is None or not self._started_current:
             return False
-        now = gens.link(root, installs.CURRENT)
+        now = self._current()
         return now is not None and now != mine
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

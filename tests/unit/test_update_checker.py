@@ -136,6 +136,30 @@ async def test_auto_applies_a_newer_release_once_per_check(
     assert rec.times and applied == []  # check-only: report, never apply
 
 
+async def test_a_daemon_not_started_as_current_never_hands_over(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The updater's self-test runs the new generation's islurmd before the switch."""
+    root = tmp_path / "share" / "islurm"
+    for name in ("0.1.0-a", "0.2.0-b"):
+        (root / "generations" / name).mkdir(parents=True)
+        gens.write_marker(str(root), name, {"version": name[:5]})
+    gens.switch(str(root), installs.CURRENT, "0.1.0-a")
+    new = gens.Install("make", str(root), str(tmp_path), "/usr/bin/python3", "0.2.0-b")
+    checker = _checker(tmp_path, _settings("off"), new)
+
+    async def handover() -> None:
+        raise AssertionError("the self-test's daemon handed over")
+
+    checker.handover = handover
+    async with trio.open_nursery() as nursery:
+        await nursery.start(checker.run)
+        checker.look()
+        await trio.sleep(130)  # two LINK_POLLs
+        assert not checker.switched()
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_switched_current_hands_over(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
