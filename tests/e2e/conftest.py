@@ -3,6 +3,7 @@ unprivileged user, real OpenSSH client and sshd. It fails, never skips, if that 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -222,6 +223,12 @@ class User:
             timeout=30,
         ).stdout.split()
         self.baseline = max((int(i) for i in out if i.isdigit()), default=0)
+
+    def logged_jobs(self, event: str) -> list[str]:
+        """The job ids of islurmd's `event` log lines, in order (none if there is no log)."""
+        log = Path(self.home) / ".local/state/islurm/log/islurmd.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [json.loads(ln)["job_id"] for ln in lines if f'"{event}"' in ln]
 
     def live_jobs(self) -> list[dict[str, str]]:
         return [j for j in self.jobs() if j["state"] in ("PENDING", "RUNNING", "CONFIGURING")]

@@ -3,7 +3,6 @@ daemon when unused. Behaviour only; the costs are measured by `make bench`."""
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import shutil
@@ -61,9 +60,14 @@ idle_grace = "5s"
 """
 
 
-def _reaped(user: User) -> list[str]:
-    log = Path(f"{user.home}/.local/state/islurm/log/islurmd.log").read_text()
-    return [json.loads(ln)["job_id"] for ln in log.splitlines() if '"job.idle_reaped"' in ln]
+def _reaped_after(user: User, job_id: str, ended: float) -> None:
+    """The job is reaped within 30 s of its last session's end, and by the grace, not at once."""
+    deadline = ended + 30
+    while user.live_jobs():
+        assert time.monotonic() < deadline, "the job was not reaped after the session ended"
+        time.sleep(0.5)
+    assert time.monotonic() - ended > 3.0  # the grace counted from the disconnect
+    assert user.logged_jobs("job.idle_reaped") == [job_id]
 
 
 def test_a_session_without_relay_holds_its_job_past_the_grace_and_frees_it_after(
@@ -84,12 +88,7 @@ def test_a_session_without_relay_holds_its_job_past_the_grace_and_frees_it_after
         assert proc.stdout.readline() == b"bye\n"
         proc.wait(timeout=30)
         ended = time.monotonic()
-    deadline = ended + 30
-    while user.live_jobs():
-        assert time.monotonic() < deadline, "the job was not reaped after the session ended"
-        time.sleep(0.5)
-    assert time.monotonic() - ended > 3.0  # the grace counted from the disconnect
-    assert _reaped(user) == [job_id]
+    _reaped_after(user, job_id, ended)
 
 
 def _laptop_config(user: User, login_port: int) -> Path:
@@ -127,11 +126,6 @@ def _laptop_config(user: User, login_port: int) -> Path:
     return config
 
 
-def _handed(user: User) -> list[str]:
-    log = Path(f"{user.home}/.local/state/islurm/log/islurmd.log").read_text()
-    return [json.loads(ln)["job_id"] for ln in log.splitlines() if '"session.handed"' in ln]
-
-
 def test_a_session_by_the_laptops_remembered_route_holds_its_job_past_the_grace(
     user: User, login_node: int, tmp_path: Path
 ) -> None:
@@ -146,25 +140,24 @@ def test_a_session_by_the_laptops_remembered_route_holds_its_job_past_the_grace(
         first = user.run(user.ssh_argv("slurm-short", "true", str(config)), timeout=180)
         assert first.returncode == 0, first.stderr.decode()
         (job_id,) = [j["job_id"] for j in user.live_jobs()]
-        assert _handed(user) == [job_id]  # the full route: islurmd handed that session
+        assert user.logged_jobs("session.handed") == [
+            job_id
+        ]  # the full route: islurmd handed that session
         argv = user.ssh_argv("slurm-short", "echo open; read line; echo bye", str(config))
         with user.popen(argv, stdout=-1, stderr=-1, stdin=-1) as proc:
             assert proc.stdout is not None and proc.stdin is not None
             assert proc.stdout.readline() == b"open\n"
             time.sleep(12)  # more than twice the grace since the first session ended
             assert [j["job_id"] for j in user.live_jobs()] == [job_id]
-            assert _handed(user) == [job_id]  # the remembered route: islurmd never heard
+            assert user.logged_jobs("session.handed") == [
+                job_id
+            ]  # the remembered route: islurmd never heard
             proc.stdin.write(b"go\n")
             proc.stdin.close()
             assert proc.stdout.readline() == b"bye\n"
             proc.wait(timeout=30)
             ended = time.monotonic()
-        deadline = ended + 30
-        while user.live_jobs():
-            assert time.monotonic() < deadline, "the job was not reaped after the session ended"
-            time.sleep(0.5)
-        assert time.monotonic() - ended > 3.0  # the grace counted from the disconnect
-        assert _reaped(user) == [job_id]
+        _reaped_after(user, job_id, ended)
     finally:
         shutil.rmtree(routes, ignore_errors=True)
         for name in ("e2e_laptop_config", "e2e_login_known_hosts"):

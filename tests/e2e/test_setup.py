@@ -261,13 +261,6 @@ def test_setup_twice_connect_list_then_uninstall_restores_everything(
     assert not list((Path(user.home) / ".config/systemd/user").glob("islurmd.*"))
 
 
-def _handed(user: User) -> list[str]:
-    """The job ids of the login node's `session.handed` lines: one per full laptop route."""
-    log = Path(user.home) / ".local/state/islurm/log/islurmd.log"
-    lines = log.read_text().splitlines() if log.exists() else []
-    return [json.loads(ln)["job_id"] for ln in lines if '"session.handed"' in ln]
-
-
 def _remembered_route_then_a_stale_one(laptop: User, user: User, cluster: Cluster) -> None:
     """The next connect takes the remembered route (proxyshim/shortcut.py): `ssh -W` to the
     job's sshd through the login node, nothing run there, islurmd not asked. Once that job is
@@ -277,13 +270,13 @@ def _remembered_route_then_a_stale_one(laptop: User, user: User, cluster: Cluste
     assert route.stat().st_mode & 0o777 == 0o600 and routes.stat().st_mode & 0o777 == 0o700
     job_id = route.read_text().splitlines()[2].split()[0]
     assert [j["job_id"] for j in user.live_jobs()] == [job_id]
-    handed = _handed(user)
+    handed = user.logged_jobs("session.handed")
     assert handed[-1:] == [job_id]  # the full route was taken and logged: the marker works
     for _ in range(3):
         r = laptop.run(["ssh", "-o", "BatchMode=yes", "slurm-cpu", "hostname"], timeout=120)
         assert r.stdout.decode().strip() == cluster.nodes[0], r.stderr.decode()
         assert b"islurm" not in r.stderr, r.stderr  # nothing to tell on a warm connect
-    assert _handed(user) == handed  # islurmd heard of none of the three
+    assert user.logged_jobs("session.handed") == handed  # islurmd heard of none of the three
     # The job's own count held it meanwhile; now it goes: scancel from outside.
     subprocess.run(["scancel", job_id], check=True, timeout=30)
     deadline = time.monotonic() + 30
@@ -294,7 +287,7 @@ def _remembered_route_then_a_stale_one(laptop: User, user: User, cluster: Cluste
     assert r.stdout.decode().strip() == cluster.nodes[0], r.stderr.decode()
     assert f"islurm: job {job_id} is not at".encode() in r.stderr, r.stderr
     (new_job,) = [j["job_id"] for j in user.live_jobs()]
-    assert new_job != job_id and _handed(user)[-1] == new_job
+    assert new_job != job_id and user.logged_jobs("session.handed")[-1] == new_job
     assert route.read_text().splitlines()[2].split()[0] == new_job
 
 

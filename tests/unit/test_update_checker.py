@@ -136,15 +136,21 @@ async def test_auto_applies_a_newer_release_once_per_check(
     assert rec.times and applied == []  # check-only: report, never apply
 
 
-async def test_a_daemon_not_started_as_current_never_hands_over(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
-) -> None:
-    """The updater's self-test runs the new generation's islurmd before the switch."""
+def _two_generations(tmp_path: Path) -> Path:
+    """An install root with generations 0.1.0-a (current) and 0.2.0-b."""
     root = tmp_path / "share" / "islurm"
     for name in ("0.1.0-a", "0.2.0-b"):
         (root / "generations" / name).mkdir(parents=True)
         gens.write_marker(str(root), name, {"version": name[:5]})
     gens.switch(str(root), installs.CURRENT, "0.1.0-a")
+    return root
+
+
+async def test_a_daemon_not_started_as_current_never_hands_over(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The updater's self-test runs the new generation's islurmd before the switch."""
+    root = _two_generations(tmp_path)
     new = gens.Install("make", str(root), str(tmp_path), "/usr/bin/python3", "0.2.0-b")
     checker = _checker(tmp_path, _settings("off"), new)
 
@@ -163,11 +169,7 @@ async def test_a_daemon_not_started_as_current_never_hands_over(
 async def test_a_switched_current_hands_over(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    root = tmp_path / "share" / "islurm"
-    for name in ("0.1.0-a", "0.2.0-b"):
-        (root / "generations" / name).mkdir(parents=True)
-        gens.write_marker(str(root), name, {"version": name[:5]})
-    gens.switch(str(root), installs.CURRENT, "0.1.0-a")
+    root = _two_generations(tmp_path)
     mine = gens.Install("make", str(root), str(tmp_path), "/usr/bin/python3", "0.1.0-a")
     checker = _checker(tmp_path, _settings("off"), mine)
     handed: list[float] = []
