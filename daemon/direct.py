@@ -129,6 +129,15 @@ def _terminal(path: str) -> int | None:
     return fd
 
 
+def comm(pid: int, proc: str = "/proc") -> str:
+    """The process's name (/proc/PID/comm); "" if it is gone."""
+    try:
+        with open(f"{proc}/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def _start_time(pid: int, proc: str = "/proc") -> str:
     """Field 22 of /proc/PID/stat (after the parenthesised name, which may hold spaces)."""
     try:

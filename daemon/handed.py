@@ -133,13 +133,5 @@ def _mark_laptop_route(job: Job, client: SshClient) -> None:
     """The laptop route pins the login node's sshd (the shim's parent): the laptop's next
     connects take its remembered route (proxyshim/shortcut.py), which islurmd never hears of,
     so idle reaping asks the job for its own session count."""
-    if _comm(client.pid) == "sshd":
+    if direct.comm(client.pid) == "sshd":
         job.direct_possible = True
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
