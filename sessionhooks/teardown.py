@@ -22,8 +22,10 @@ else:  # the C module: `signal` loads `enum`
     import _signal
 
 #: the job's files in the record store that go with the job (the error record stays: it tells
-#: islurmd why the job could not serve)
-RECORDS = (records.RECORD, records.SIGN_REQUEST, records.CERTIFICATE)
+#: islurmd why the job could not serve). The session count goes too: the hook is its only
+#: writer, and islurmd, which removes a job's files when it sees the job end, may have done so
+#: before the count's last write or not have been running then (it was left behind so).
+RECORDS = (records.RECORD, records.SIGN_REQUEST, records.CERTIFICATE, records.SESSIONS)
 
 
 def ignore(signums: Iterable[int]) -> None:

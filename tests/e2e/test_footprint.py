@@ -186,6 +186,26 @@ def test_a_job_cancelled_under_a_session_without_relay_is_told_on_its_terminal(
     assert f"islurm: job {job_id} (cpu) was cancelled" in said, said
 
 
+def test_a_job_that_ends_with_no_daemon_running_leaves_no_files(user: User) -> None:
+    """The job's session count goes with the job even when no islurmd sees the end (it had
+    exited or was stopped): the hook, its only writer, removes it on TERM."""
+    r = user.ssh("slurm-cpu", "true")
+    assert r.returncode == 0, r.stderr.decode()
+    job_id = user.live_jobs()[0]["job_id"]
+    jobs = Path(user.home, ".local/state/islurm/jobs")
+    count = jobs / f"{job_id}.sessions"
+    deadline = time.monotonic() + 20
+    while not count.exists():  # written at the login (1), then at the logout (0)
+        assert time.monotonic() < deadline, f"no {count.name} after a session"
+        time.sleep(0.1)
+    user.stop_daemon()
+    subprocess.run(["scancel", job_id], check=True, timeout=30)
+    deadline = time.monotonic() + 60
+    while user.live_jobs() or sorted(p.name for p in jobs.glob(f"{job_id}.*")):
+        assert time.monotonic() < deadline, sorted(p.name for p in jobs.glob(f"{job_id}.*"))
+        time.sleep(0.2)
+
+
 def _read_until(fd: int, wanted: bytes, timeout: float) -> str:
     seen = b""
     deadline = time.monotonic() + timeout

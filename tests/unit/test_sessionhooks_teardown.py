@@ -75,6 +75,14 @@ def test_every_step_runs_and_the_error_record_stays(tmp_path: Path) -> None:
     assert not Path(jobdir).exists()
 
 
+def test_the_session_count_goes_with_the_job(tmp_path: Path) -> None:
+    jobs, jobdir = _job(tmp_path)
+    count = Path(records.path(jobs, "42", records.SESSIONS))
+    count.write_text('{"job_id": "42", "sessions": 0}')
+    assert teardown.run(jobs, "42", FakeSshd(), None, jobdir) == []
+    assert not count.exists()
+
+
 def test_a_failing_step_is_said_and_the_job_dir_still_goes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
