@@ -71,7 +71,12 @@ def await_banner(sock: _socket.socket, timeout: float = NODE_CONNECT_TIMEOUT) ->
 def hand_over(sock: _socket.socket, channel_fd: int = 1) -> None:
     """ProxyUseFdpass: give the connected socket to ssh over our stdout (a Unix socket ssh
     made for it), after which no process of ours carries the session's bytes."""
-    channel = _socket.socket(fileno=channel_fd)
+    try:
+        channel = _socket.socket(fileno=channel_fd)  # ENOTSOCK: run without ProxyUseFdpass
+    except OSError as exc:
+        raise ShimError(
+            EXIT_NODE, f"cannot hand the connection to ssh (ProxyUseFdpass?): {exc}"
+        ) from None
     try:
         fd = sock.fileno().to_bytes(4, sys.byteorder)
         channel.sendmsg([b"\0"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd)])

@@ -7,8 +7,12 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from islurm.config.sshconfig import ProxySpec, render
 from islurm.proxyshim import node
+from islurm.proxyshim.exits import EXIT_NODE
+from islurm.proxyshim.report import ShimError
 
 
 def test_the_connected_socket_reaches_the_other_end_and_carries_bytes() -> None:
@@ -25,6 +29,18 @@ def test_the_connected_socket_reaches_the_other_end_and_carries_bytes() -> None:
                     passed.sendall(b"ping")
                     assert peer.recv(4) == b"ping"
             assert shim_side.fileno() >= 0  # the shim's stdout is not closed by the hand-over
+
+
+def test_a_stdout_that_is_not_a_socket_is_a_clear_error(tmp_path: Path) -> None:
+    """`islurm-proxy --fdpass` run by hand or without ProxyUseFdpass: a message, no traceback."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        conn = socket.create_connection(server.getsockname())
+        with conn, open(tmp_path / "out", "wb") as plain:
+            with pytest.raises(ShimError) as caught:
+                node.hand_over(conn, channel_fd=plain.fileno())
+            assert caught.value.code == EXIT_NODE
+            assert "ProxyUseFdpass" in caught.value.message
+            assert not plain.closed
 
 
 def test_the_local_config_asks_ssh_for_the_socket(tmp_path: Path) -> None:
