@@ -102,11 +102,3 @@ class RecordStore:
 
     def remove(self, job_id: str) -> None:
         contract.remove(self.directory, job_id)
-
-    def job_ids(self) -> list[str]:
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return []
-        ids = {n.split(".", 1)[0] for n in names if n.endswith(contract.SUFFIXES)}
-        return sorted(i for i in ids if i.isdigit())

@@ -71,13 +71,9 @@ def await_banner(sock: _socket.socket, timeout: float = NODE_CONNECT_TIMEOUT) ->
 def hand_over(sock: _socket.socket, channel_fd: int = 1) -> None:
     """ProxyUseFdpass: give the connected socket to ssh over our stdout (a Unix socket ssh
     made for it), after which no process of ours carries the session's bytes."""
+    channel = None
     try:
         channel = _socket.socket(fileno=channel_fd)  # ENOTSOCK: run without ProxyUseFdpass
-    except OSError as exc:
-        raise ShimError(
-            EXIT_NODE, f"cannot hand the connection to ssh (ProxyUseFdpass?): {exc}"
-        ) from None
-    try:
         fd = sock.fileno().to_bytes(4, sys.byteorder)
         channel.sendmsg([b"\0"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd)])
     except OSError as exc:
@@ -85,4 +81,5 @@ def hand_over(sock: _socket.socket, channel_fd: int = 1) -> None:
             EXIT_NODE, f"cannot hand the connection to ssh (ProxyUseFdpass?): {exc}"
         ) from None
     finally:
-        channel.detach()
+        if channel is not None:
+            channel.detach()  # fd 1 stays open: it is ssh's, not ours to close
