@@ -190,12 +190,9 @@ def _seconds(text: str) -> float:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from islurm.daemon.version import VERSION  # stdlib only; read once, as islurmd reads it
 
-        return version("islurm")
-    except Exception:  # metadata not installed next to this copy
-        return "unknown"
+    return VERSION
 
 
 def connect_live(
