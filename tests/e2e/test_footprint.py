@@ -140,18 +140,16 @@ def test_a_session_by_the_laptops_remembered_route_holds_its_job_past_the_grace(
         first = user.run(user.ssh_argv("slurm-short", "true", str(config)), timeout=180)
         assert first.returncode == 0, first.stderr.decode()
         (job_id,) = [j["job_id"] for j in user.live_jobs()]
-        assert user.logged_jobs("session.handed") == [
-            job_id
-        ]  # the full route: islurmd handed that session
+        # the full route: islurmd handed that session
+        assert user.logged_jobs("session.handed") == [job_id]
         argv = user.ssh_argv("slurm-short", "echo open; read line; echo bye", str(config))
         with user.popen(argv, stdout=-1, stderr=-1, stdin=-1) as proc:
             assert proc.stdout is not None and proc.stdin is not None
             assert proc.stdout.readline() == b"open\n"
             time.sleep(12)  # more than twice the grace since the first session ended
             assert [j["job_id"] for j in user.live_jobs()] == [job_id]
-            assert user.logged_jobs("session.handed") == [
-                job_id
-            ]  # the remembered route: islurmd never heard
+            # the remembered route: islurmd never heard
+            assert user.logged_jobs("session.handed") == [job_id]
             proc.stdin.write(b"go\n")
             proc.stdin.close()
             assert proc.stdout.readline() == b"bye\n"
