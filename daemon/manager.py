@@ -9,6 +9,7 @@ import os
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
@@ -26,7 +27,14 @@ from islurm.daemon.progress import note, progress_params
 from islurm.daemon.readiness import probe_until_ready, record_stands, still_listening
 from islurm.daemon.records import Endpoint, RecordStore
 from islurm.daemon.slurm.states import JobState
+from islurm.daemon.spares import Spares
 from islurm.daemon.watcher import Watcher
+
+if TYPE_CHECKING:
+    from trio.socket import SocketType
+
+    #: Sends a notification with a socket attached (server.Connection.notify_with_socket).
+    GiveSocket = Callable[[str, dict[str, object], SocketType], None]
 
 log = structlog.get_logger("islurm.sessions")
 
@@ -71,6 +79,7 @@ class SessionManager:
         self._ids = itertools.count(1)
         self._probes: trio.Nursery | None = None  # set while `run` runs
         self.draining = False  # TERM: no new sessions; waiting connects get their grace
+        self.spares = Spares()  # a ready connection per job for the next fdpass connect
         self._waiting: set[trio.CancelScope] = set()
         self._none_waiting = trio.Event()
         self._none_waiting.set()
@@ -177,8 +186,10 @@ class SessionManager:
         limit: float | None = None,
         extra: tuple[str, ...] = (),
         on_ready: Callable[[Job], Awaitable[None]] | None = None,
+        give: GiveSocket | None = None,
     ) -> None:
-        """Stream progress until the profile's job is ready, then hold the lease until it ends."""
+        """Stream progress until the profile's job is ready, then hold the lease until it ends.
+        `give`: the client takes a connected socket with `session.ready` (spares.py)."""
         profile = self.profile(lease.profile)
         limit = limit or profile.connect_timeout
         with self._waiting_connect() as stop:
@@ -207,7 +218,17 @@ class SessionManager:
                 await on_ready(job)
         if lease.direct and lease.client is None:
             job.direct_possible = True  # no ssh to hold by: idle reaping asks the job
-        notify("session.ready", progress.ready(job, ep, lease.id))
+        ready = progress.ready(job, ep, lease.id)
+        if give is None:
+            notify("session.ready", ready)
+        else:
+            spare = self.spares.take(ep)
+            self.spawn(self.spares.fill, ep)  # the next connect's
+            if spare is None:
+                notify("session.ready", ready)
+            else:
+                log.info("session.spare_handed", lease=lease.id, job_id=job.job_id)
+                give("session.ready", {**ready, "socket": True}, spare)
         await self._hold(lease, job, notify)
 
     async def attach(self, lease: Lease, job_id: str, notify: Notify) -> None:

@@ -211,8 +211,17 @@ def connect_live(
     from islurm.proxyshim import report, rpc
     from islurm.proxyshim.exits import EXIT_NODE
 
-    conn, ready = rpc.acquire(socket, profile, timeout, image=image, fdpass=fdpass)
+    # Under fdpass islurmd may send the connection itself, its banner arrived (a spare):
+    # ssh waits for us to exit, so that banner wait would sit on the route (spares.py).
+    conn, ready = rpc.acquire(
+        socket, profile, timeout, image=image, fdpass=fdpass, take_socket=fdpass
+    )
     for attempt in range(1, STALE_RETRIES + 1):
+        if ready.fd is not None:
+            spare = node_.adopt(ready.fd, ready.host, ready.port)
+            ready.fd = None
+            if spare is not None:
+                return conn, ready, spare
         try:
             node = node_.connect_tcp(ready.host, ready.port)
             try:
@@ -228,7 +237,13 @@ def connect_live(
             conn.close()
             report.inform(f"{exc.message}; asking islurmd again")
             conn, ready = rpc.acquire(
-                socket, profile, timeout, unreachable=ready, image=image, fdpass=fdpass
+                socket,
+                profile,
+                timeout,
+                unreachable=ready,
+                image=image,
+                fdpass=fdpass,
+                take_socket=fdpass,
             )
     raise AssertionError("unreachable")  # the loop returns or raises
 

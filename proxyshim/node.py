@@ -68,6 +68,33 @@ def await_banner(sock: _socket.socket, timeout: float = NODE_CONNECT_TIMEOUT) ->
         raise ShimError(EXIT_NODE, f"the endpoint {what} before the session started")
 
 
+def adopt(fd: int, host: str, port: int) -> _socket.socket | None:
+    """The connection islurmd made ready (a spare, daemon/spares.py) as a socket, if it is a
+    TCP connection to host:port whose sshd has spoken and not hung up; else None (closed):
+    connect as usual."""
+    try:
+        sock = _socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        return None
+    try:
+        peer = sock.getpeername()
+        usable = sock.type == _socket.SOCK_STREAM and peer[:2] == (host, port)
+        if usable:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
+            for _fd, events in poller.poll(0):
+                usable = not events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        if usable:  # its banner is queued: the peek does not wait
+            usable = sock.recv(4, _socket.MSG_PEEK | _socket.MSG_DONTWAIT) == b"SSH-"
+    except (OSError, TypeError):
+        usable = False
+    if not usable:
+        sock.close()
+        return None
+    return sock
+
+
 def hand_over(sock: _socket.socket, channel_fd: int = 1) -> None:
     """ProxyUseFdpass: give the connected socket to ssh over our stdout (a Unix socket ssh
     made for it), after which no process of ours carries the session's bytes."""

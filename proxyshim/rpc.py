@@ -46,17 +46,28 @@ class DaemonStopping(DaemonGone):
     """The daemon said it is shutting down (code 1008): ask the next one."""
 
 
-class PreProtocolDaemon(Exception):
-    """An islurmd from before protocol versions (0.1) refused the `protocol` param: ask
-    again without it (docs/PROTOCOL.md §2 "Versions")."""
+class RefusedParam(Exception):
+    """An older islurmd refused an optional param it does not know (`protocol` before 0.1,
+    `take_socket` before spares): ask again without it (docs/PROTOCOL.md §2 "Versions")."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
-def refuses_protocol(error: object) -> bool:
+OPTIONAL_PARAMS = ("protocol", "take_socket")  # what an older islurmd may not know
+
+
+def refuses_param(error: object, name: str) -> bool:
     return (
         isinstance(error, dict)
         and error.get("code") == rpccodes.INVALID_PARAMS
-        and "'protocol'" in str(error.get("data"))
+        and f"'{name}'" in str(error.get("data"))
     )
+
+
+def refuses_protocol(error: object) -> bool:
+    return refuses_param(error, "protocol")
 
 
 class Conn:
@@ -67,9 +78,17 @@ class Conn:
         self._buf = bytearray()
         self._next_id = 1
         self._poller: select.poll | None = None
+        self.fds: list[int] | None = None  # a list: descriptors are taken (SCM_RIGHTS)
 
     def close(self) -> None:
+        self.close_fds()
         self.sock.close()
+
+    def close_fds(self) -> None:
+        """Close the descriptors received and not taken; take no more."""
+        for fd in self.fds or ():
+            os.close(fd)
+        self.fds = None
 
     def send(self, method: str, params: dict[str, object]) -> int:
         """Send a request; return its id."""
@@ -82,13 +101,36 @@ class Conn:
     def fill(self) -> bool:
         """Read what is there (tolerating nothing); False once the daemon has closed."""
         try:
-            data = self.sock.recv(MAX_LINE)
+            data = self.sock.recv(MAX_LINE) if self.fds is None else self._recv_fds()
         except BlockingIOError:
             return True
         except OSError:
             return False
         self._buf += data
         return bool(data)
+
+    def _recv_fds(self) -> bytes:
+        """recv, keeping the descriptors that come with the bytes (islurmd sends one, with
+        the first byte of the `session.ready` that says so)."""
+        data, ancillary, _flags, _ = self.sock.recvmsg(
+            MAX_LINE, _socket.CMSG_SPACE(4), _socket.MSG_CMSG_CLOEXEC
+        )
+        for level, kind, payload in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                for i in range(0, len(payload) - len(payload) % 4, 4):
+                    fd = int.from_bytes(payload[i : i + 4], sys.byteorder)
+                    if self.fds is None:
+                        os.close(fd)
+                    else:
+                        self.fds.append(fd)
+        return data
+
+    def take_fd(self) -> int | None:
+        """The descriptor received with the last message, if any; the rest are closed."""
+        fds, self.fds = self.fds or [], None
+        for fd in fds[:-1]:
+            os.close(fd)
+        return fds[-1] if fds else None
 
     def pop(self) -> dict[str, object] | None:
         """The next complete message received, if any."""
@@ -222,12 +264,15 @@ def ensure_socket_dir(path: str) -> None:
 class Ready:
     """Where the session's sshd listens (the params of session.ready)."""
 
-    def __init__(self, job_id: str, node: str, host: str, port: int, lease: str) -> None:
+    def __init__(
+        self, job_id: str, node: str, host: str, port: int, lease: str, fd: int | None = None
+    ) -> None:
         self.job_id = job_id
         self.node = node
         self.host = host
         self.port = port
         self.lease = lease
+        self.fd = fd  # a connection to host:port that islurmd made ready (take_socket)
 
 
 def acquire(
@@ -237,10 +282,12 @@ def acquire(
     unreachable: "Ready | None" = None,
     image: str | None = None,
     fdpass: bool = False,
+    take_socket: bool = False,
 ) -> tuple[Conn, Ready]:
     """Ask islurmd for a ready session; keep the returned connection open: it is the lease.
     `unreachable`: the endpoint islurmd gave before, which did not answer (it drops it);
-    `image`: run the session in this image instead of the profile's."""
+    `image`: run the session in this image instead of the profile's; `take_socket` (with
+    `fdpass`): islurmd may send a connection to the endpoint, ready, in `Ready.fd`."""
     params: dict[str, object] = {
         "profile": profile,
         "client_pid": os.getpid(),
@@ -250,6 +297,8 @@ def acquire(
         params["image"] = image
     if fdpass:  # ssh will hold the socket: the job's own session count keeps it alive
         params["fdpass"] = True
+        if take_socket:
+            params["take_socket"] = True
     if timeout is not None:
         params["timeout"] = timeout
     if unreachable is not None:
@@ -261,11 +310,13 @@ def acquire(
     gone = 0
     while gone < 2:
         conn = connect(path)
+        if "take_socket" in params:
+            conn.fds = []
         try:
             return conn, _await_ready(conn, conn.send("session.acquire", params), timeout)
-        except PreProtocolDaemon:
+        except RefusedParam as exc:
             conn.close()
-            if params.pop("protocol", None) is None:
+            if params.pop(exc.name, None) is None:
                 raise ShimError(EXIT_DAEMON, "islurmd refused the request's params") from None
         except DaemonGone as exc:
             conn.close()
@@ -322,8 +373,9 @@ def _await_ready(conn: Conn, req_id: int, timeout: float | None) -> Ready:
             error = msg.get("error")
             if isinstance(error, dict) and error.get("code") == DAEMON_SHUTTING_DOWN:
                 raise DaemonStopping
-            if refuses_protocol(error):
-                raise PreProtocolDaemon
+            for name in OPTIONAL_PARAMS:
+                if refuses_param(error, name):
+                    raise RefusedParam(name)
             if error is not None:
                 raise ShimError(EXIT_ACQUIRE, error_text(error))
             answered = True
@@ -337,7 +389,11 @@ def _await_ready(conn: Conn, req_id: int, timeout: float | None) -> Ready:
                 inform(text)
                 shown = text
         elif method == "session.ready":
-            return _ready(params)
+            ready = _ready(params)
+            if params.get("socket") is True:
+                ready.fd = conn.take_fd()
+            conn.close_fds()
+            return ready
         elif method == "session.failed" and params.get("code") == DAEMON_SHUTTING_DOWN:
             raise DaemonStopping
         elif method in ("session.failed", "session.ended"):

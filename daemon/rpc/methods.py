@@ -106,10 +106,15 @@ def build_methods(
         protocol: object = None,
         image: object = None,
         fdpass: object = None,
+        take_socket: object = None,
     ) -> Result:
         _protocol(protocol)
         if fdpass is not None and not isinstance(fdpass, bool):
             return InvalidParams("fdpass must be true or false")
+        if take_socket is not None and not isinstance(take_socket, bool):
+            return InvalidParams("take_socket must be true or false")
+        if take_socket and fdpass is not True:
+            return InvalidParams("take_socket needs fdpass: only a shim that hands over takes one")
         name = _str("profile", profile, max_len=64)
         limit = _opt_number("timeout", timeout)
         if client_pid is not None and (
@@ -129,7 +134,8 @@ def build_methods(
             except direct.NoClient as exc:
                 log.info("session.unpinned", lease=lease.id, error=str(exc))
         ctx.leases.add(lease.id)
-        ctx.after_reply(functools.partial(manager.acquire, lease, ctx.notify, limit))
+        give = ctx.notify_with_socket if take_socket else None
+        ctx.after_reply(functools.partial(manager.acquire, lease, ctx.notify, limit, give=give))
         return Success({"lease": lease.id, "profile": name})
 
     def handed(ctx: Connection, lease: object) -> Result:

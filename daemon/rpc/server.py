@@ -6,8 +6,10 @@ streams notifications on the same connection."""
 
 from __future__ import annotations
 
+import array
 import json
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
@@ -24,6 +26,16 @@ MAX_DEPTH = 32
 OUTBOX = 256  # queued lines per connection before a non-reading client is dropped
 
 Dispatch = Callable[[str, "Connection"], str]
+
+
+class _WithSocket:
+    """An outgoing line that carries a socket (SCM_RIGHTS on its first byte)."""
+
+    def __init__(self, line: bytes, sock: trio.socket.SocketType) -> None:
+        self.line, self.sock = line, sock
+
+
+Outgoing = bytes | _WithSocket
 
 
 class TooDeep(ValueError):
@@ -72,7 +84,7 @@ def error_line(code: int, message: str, req_id: object = None) -> bytes:
 class Connection:
     """One client connection: its outbox, its leases and the work started for it."""
 
-    def __init__(self, outbox: trio.MemorySendChannel[bytes], pid: int) -> None:
+    def __init__(self, outbox: trio.MemorySendChannel[Outgoing], pid: int) -> None:
         self._outbox = outbox
         self.pid = pid
         self.leases: set[str] = set()
@@ -81,13 +93,23 @@ class Connection:
         self.unsent = 0  # lines queued but not yet written to the socket
         self.drained = trio.Event()  # set while nothing is unsent
         self.drained.set()
+        self.sockets: set[trio.socket.SocketType] = set()  # queued to be passed, then closed
 
     def notify(self, method: str, params: dict[str, Any]) -> None:
         line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params}) + "\n"
         self.send(line.encode())
 
-    def send(self, line: bytes) -> None:
+    def notify_with_socket(
+        self, method: str, params: dict[str, Any], sock: trio.socket.SocketType
+    ) -> None:
+        """Send a notification with `sock` attached (SCM_RIGHTS), ours to close once sent."""
+        line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params}) + "\n"
+        self.sockets.add(sock)
+        self.send(_WithSocket(line.encode(), sock))
+
+    def send(self, line: Outgoing) -> None:
         if self.closed.is_set():
+            self.close_sockets()
             return
         try:
             self._outbox.send_nowait(line)
@@ -99,6 +121,13 @@ class Connection:
             self.closed.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed.set()
+        if self.closed.is_set():
+            self.close_sockets()
+
+    def close_sockets(self) -> None:
+        """Close the sockets queued and not sent (the connection is gone)."""
+        while self.sockets:
+            self.sockets.pop().close()
 
     def written(self) -> None:
         self.unsent -= 1
@@ -169,7 +198,7 @@ class RpcServer:
 
     async def _serve_connection(self, stream: trio.SocketStream, pid: int) -> None:
         self.connections += 1
-        send, receive = trio.open_memory_channel[bytes](OUTBOX)
+        send, receive = trio.open_memory_channel[Outgoing](OUTBOX)
         conn = Connection(send, pid)
         self._live.add(conn)
         try:
@@ -197,6 +226,7 @@ class RpcServer:
                 await send.aclose()
         finally:
             conn.closed.set()
+            conn.close_sockets()
             conn.drained.set()  # what is unsent now never will be
             self._live.discard(conn)
             self.on_close(conn)
@@ -222,12 +252,33 @@ class RpcServer:
 
     @staticmethod
     async def _writer(
-        stream: trio.SocketStream, receive: trio.MemoryReceiveChannel[bytes], conn: Connection
+        stream: trio.SocketStream, receive: trio.MemoryReceiveChannel[Outgoing], conn: Connection
     ) -> None:
         try:
             async with receive:
-                async for line in receive:
-                    await stream.send_all(line)
+                async for item in receive:
+                    if isinstance(item, _WithSocket):
+                        await _send_with_socket(stream, item)
+                        conn.sockets.discard(item.sock)
+                    else:
+                        await stream.send_all(item)
                     conn.written()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             conn.closed.set()
+        except OSError as exc:  # sendmsg (send_all wraps its errors as BrokenResourceError)
+            log.debug("rpc.send_failed", error=str(exc))
+            conn.closed.set()
+
+
+async def _send_with_socket(stream: trio.SocketStream, item: _WithSocket) -> None:
+    """The line, its first bytes with the socket attached; then the socket is closed here
+    (the receiver holds its own descriptor once sendmsg returned)."""
+    try:
+        fds = array.array("i", [item.sock.fileno()])
+        sent = await stream.socket.sendmsg(
+            [item.line], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())]
+        )
+        if sent < len(item.line):
+            await stream.send_all(item.line[sent:])
+    finally:
+        item.sock.close()

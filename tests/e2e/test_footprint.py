@@ -3,6 +3,7 @@ daemon when unused. Behaviour only; the costs are measured by `make bench`."""
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -48,6 +49,44 @@ def test_a_login_node_session_has_no_relay(user: User) -> None:
         assert proc.stdout.readline() == b"done\n"
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+def _connections_to(pid: int, port: int) -> int:
+    """islurmd's established TCP connections to a job's sshd at `port`."""
+    conns = psutil.Process(pid).net_connections(kind="tcp")
+    return sum(1 for c in conns if c.raddr and c.raddr.port == port and c.status == "ESTABLISHED")
+
+
+def test_a_connect_soon_after_another_takes_islurmds_spare_connection(
+    user: User, tmp_path: Path
+) -> None:
+    user.prepare(QUIET, tmp_path)
+    first = user.ssh("slurm-short", "echo $SLURM_JOB_ID")
+    assert first.returncode == 0, first.stderr.decode()
+    job_id = first.stdout.decode().strip()
+    assert job_id.isdigit() and user.logged_jobs("session.spare_handed") == []
+    second = user.ssh("slurm-short", "echo $SLURM_JOB_ID")  # ssh takes islurmd's connection
+    assert second.returncode == 0, second.stderr.decode()
+    assert second.stdout.decode().strip() == job_id
+    assert user.logged_jobs("session.spare_handed") == [job_id]
+    # The spare made after the second connect is closed unused after SPARE_TTL (10 s), well
+    # inside the job's sshd's LoginGraceTime (20 s): never handed on at its end.
+    listed = json.loads(user.islurmctl("list", "--json").stdout)
+    port = int(next(j["port"] for j in listed if j["job_id"] == job_id))
+    pid = user.daemon_pid()
+    assert pid is not None
+    deadline = time.monotonic() + 5
+    while _connections_to(pid, port) != 1:
+        assert time.monotonic() < deadline, "islurmd made no spare after the second connect"
+        time.sleep(0.1)
+    made = time.monotonic()
+    while _connections_to(pid, port):
+        assert time.monotonic() < made + 15, "the unused spare was kept past its time"
+        time.sleep(0.25)
+    assert time.monotonic() - made > 5  # kept for its time, not dropped at once
+    third = user.ssh("slurm-short", "true")  # no spare now: the shim connects itself
+    assert third.returncode == 0, third.stderr.decode()
+    assert user.logged_jobs("session.spare_handed") == [job_id]
 
 
 GRACE = """\

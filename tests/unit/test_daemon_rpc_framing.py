@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from islurm.daemon.rpc.framing import TooLong, read_lines
-from islurm.daemon.rpc.server import Connection, RpcServer
+from islurm.daemon.rpc.server import Connection, Outgoing, RpcServer
 from tests.unit.fakes import FakeSlurm, build_methods, make_daemon, make_dispatch
 
 
@@ -170,7 +170,7 @@ def answer(tmp_path_factory: pytest.TempPathFactory) -> Any:
         daemon.manager, daemon.status, lambda: "reload is not supported here", daemon.handed
     )
     server = RpcServer(make_dispatch(methods), print)
-    send, _receive = trio.open_memory_channel[bytes](256)
+    send, _receive = trio.open_memory_channel[Outgoing](256)
     conn = Connection(send, pid=1)
 
     def run(line: bytes) -> bytes | None:
