@@ -285,9 +285,11 @@ class SessionManager:
             endpoint = job.endpoint
             if endpoint is not None:
                 # The record is read every time (a stat and a small read): the hook removes it
-                # as soon as the job is told to end. The TCP re-check is shared by a burst.
+                # as soon as the job is told to end. The TCP re-check is shared by a burst;
+                # a spare connection that still stands vouches as well (spares.py).
                 if record_stands(job, endpoint, self.records) and (
                     trio.current_time() - job.confirmed_at < CONFIRM_FRESH
+                    or self.spares.vouches(endpoint)
                     or await still_listening(endpoint)
                 ):
                     job.mark_confirmed(trio.current_time())

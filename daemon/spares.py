@@ -60,6 +60,17 @@ class Spares:
     def __len__(self) -> int:
         return len(self._kept)
 
+    def vouches(self, endpoint: Endpoint) -> bool:
+        """Whether the job's spare, for `endpoint`, within its TTL and still open, shows its
+        sshd alive (it answered, and its connection stands): no TCP check needed."""
+        spare = self._kept.get(endpoint.job_id)
+        return (
+            spare is not None
+            and spare.endpoint == endpoint
+            and trio.current_time() - spare.made < self.ttl
+            and not hung_up(spare.sock)
+        )
+
     def take(self, endpoint: Endpoint) -> trio.socket.SocketType | None:
         """The job's spare, if it is for `endpoint`, younger than the TTL and still open;
         the caller owns it (and closes it once sent)."""

@@ -90,8 +90,11 @@ async def test_a_spare_is_handed_once_with_its_banner_still_queued(sshd: Sshd) -
         await _filled(spares, sshd.endpoint(), nursery)
         nursery.start_soon(spares.fill, sshd.endpoint())  # one per job: this one does nothing
         await trio.sleep(0.05)
+        assert spares.vouches(sshd.endpoint())  # its sshd answered and the connection stands
+        assert not spares.vouches(sshd.endpoint(port=sshd.port + 1))
         spare = spares.take(sshd.endpoint())
         assert spare is not None
+        assert not spares.vouches(sshd.endpoint())  # taken: nothing left to vouch
         with spare:
             assert await spare.recv(64) == BANNER  # for ssh to read
         assert spares.take(sshd.endpoint()) is None
@@ -116,8 +119,10 @@ async def test_a_spare_is_not_handed_after_its_time_and_is_closed() -> None:
         spares = Spares(ttl=0.2)
         async with trio.open_nursery() as nursery:
             await _filled(spares, server.endpoint(), nursery)
+            assert spares.vouches(server.endpoint())
             await trio.sleep(0.3)  # past the TTL: closed by fill itself, nobody asked
             assert len(spares) == 0
+            assert not spares.vouches(server.endpoint())
             assert spares.take(server.endpoint()) is None
         assert closed_by_peer(server.accepted[0])  # closed, not left to sshd's grace
     finally:
@@ -131,6 +136,7 @@ async def test_a_spare_whose_sshd_hung_up_is_not_handed() -> None:
         async with trio.open_nursery() as nursery:
             await _filled(spares, server.endpoint(), nursery)
             await trio.sleep(0.1)  # the FIN arrives behind the banner
+            assert not spares.vouches(server.endpoint())
             assert spares.take(server.endpoint()) is None
             nursery.cancel_scope.cancel()
     finally:
