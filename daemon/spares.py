@@ -1,7 +1,8 @@
-"""Spare connections to a job's sshd, for the next connect under ProxyUseFdpass.
+"""Spare connections to a job's sshd, for the next connect.
 
-There ssh waits for the shim to exit before it says anything, so the sshd's banner (sshd forks
-and re-executes itself per connection: ~12 ms here) sat on every connect's route. After a
+Under ProxyUseFdpass ssh waits for the shim to exit before it says anything, and a relay's ssh
+waits for the sshd's banner (sshd forks and re-executes itself per connection: ~12 ms here),
+so that banner sat on every connect's route. After a
 connect that takes its socket from islurmd (`"take_socket": true`, docs/PROTOCOL.md §2),
 islurmd opens one more connection to that job's sshd, waits until the banner, tagged with the
 job's id (config/jobbanner.py), has arrived, and keeps it for SPARE_TTL seconds: the next

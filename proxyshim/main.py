@@ -211,10 +211,10 @@ def connect_live(
     from islurm.proxyshim import report, rpc
     from islurm.proxyshim.exits import EXIT_NODE
 
-    # Under fdpass islurmd may send the connection itself, its banner arrived (a spare):
-    # ssh waits for us to exit, so that banner wait would sit on the route (spares.py).
+    # islurmd may send the connection itself, its banner arrived (a spare, spares.py): under
+    # fdpass ssh waits for us to exit, and a relay's ssh for the banner.
     conn, ready = rpc.acquire(
-        socket, profile, timeout, image=image, fdpass=fdpass, take_socket=fdpass
+        socket, profile, timeout, image=image, fdpass=fdpass, take_socket=True
     )
     for attempt in range(1, STALE_RETRIES + 1):
         if ready.fd is not None:
@@ -243,7 +243,7 @@ def connect_live(
                 unreachable=ready,
                 image=image,
                 fdpass=fdpass,
-                take_socket=fdpass,
+                take_socket=True,
             )
     raise AssertionError("unreachable")  # the loop returns or raises
 

@@ -286,8 +286,8 @@ def acquire(
 ) -> tuple[Conn, Ready]:
     """Ask islurmd for a ready session; keep the returned connection open: it is the lease.
     `unreachable`: the endpoint islurmd gave before, which did not answer (it drops it);
-    `image`: run the session in this image instead of the profile's; `take_socket` (with
-    `fdpass`): islurmd may send a connection to the endpoint, ready, in `Ready.fd`."""
+    `image`: run the session in this image instead of the profile's; `take_socket`: islurmd
+    may send a connection to the endpoint, its banner arrived, in `Ready.fd`."""
     params: dict[str, object] = {
         "profile": profile,
         "client_pid": os.getpid(),
@@ -297,8 +297,8 @@ def acquire(
         params["image"] = image
     if fdpass:  # ssh will hold the socket: the job's own session count keeps it alive
         params["fdpass"] = True
-        if take_socket:
-            params["take_socket"] = True
+    if take_socket:
+        params["take_socket"] = True
     if timeout is not None:
         params["timeout"] = timeout
     if unreachable is not None:

@@ -113,8 +113,6 @@ def build_methods(
             return InvalidParams("fdpass must be true or false")
         if take_socket is not None and not isinstance(take_socket, bool):
             return InvalidParams("take_socket must be true or false")
-        if take_socket and fdpass is not True:
-            return InvalidParams("take_socket needs fdpass: only a shim that hands over takes one")
         name = _str("profile", profile, max_len=64)
         limit = _opt_number("timeout", timeout)
         if client_pid is not None and (

@@ -110,6 +110,7 @@ def test_progress_then_ready_then_bytes(
             "client_pid": pids[0],
             "timeout": 30.0,
             "protocol": 1,
+            "take_socket": True,
         }
         peer.reply(msg, {"lease": "L-1", "profile": "cpu"})
         peer.notify("session.progress", {"message": "queued: job 42 (Priority)", "waited": 0.1})
@@ -355,7 +356,12 @@ def test_starts_the_daemon_on_demand(
     assert err == "islurm: starting islurmd\N{HORIZONTAL ELLIPSIS}\n".encode()
     info = json.loads(record.read_text())
     assert info["request"]["method"] == "session.acquire"
-    assert info["request"]["params"] == {"profile": "cpu", "client_pid": proc.pid, "protocol": 1}
+    assert info["request"]["params"] == {
+        "profile": "cpu",
+        "client_pid": proc.pid,
+        "protocol": 1,
+        "take_socket": True,
+    }
     # Never the shim's stdout (the SSH stream) nor its stderr: stderr is a pipe of its own
     # until the daemon listens, then /dev/null.
     assert info["stdio"][:2] == ["/dev/null"] * 2

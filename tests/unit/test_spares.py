@@ -328,3 +328,37 @@ def test_an_older_islurmd_that_refuses_take_socket_is_asked_again_without(
     assert len(fds) == 1
     os.close(fds[0])
     assert len(sshd.accepted) == 1  # the shim connected itself
+
+
+def test_the_relay_shim_pumps_through_islurmds_connection(
+    shim_daemon: MakeDaemon, shim_start: Start, sshd: Sshd
+) -> None:
+    daemon = shim_daemon()
+    spare = socket.create_connection(("127.0.0.1", sshd.port))
+
+    @daemon.script
+    def ready_with_socket(peer: Peer) -> None:
+        msg = peer.expect("session.acquire")
+        params = msg["params"]
+        assert isinstance(params, dict) and params["take_socket"] is True
+        assert "fdpass" not in params
+        peer.reply(msg, {"lease": "L-1", "profile": "cpu"})
+        line = b'{"jsonrpc": "2.0", "method": "session.ready", "params": {"job_id": "42", '
+        line += b'"node": "n1", "host": "127.0.0.1", "port": %d, "lease": "L-1", ' % sshd.port
+        line += b'"socket": true}}\n'
+        socket.send_fds(peer.conn, [line], [spare.fileno()])
+        spare.close()
+        peer.wait_eof()  # the connection is the lease: held until the shim exits
+
+    proc = shim_start("cpu")
+    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdout.read(len(BANNER)) == BANNER
+    proc.stdin.write(b"SSH-2.0-client\r\n")
+    proc.stdin.flush()
+    sshd.accepted[0].settimeout(5)
+    assert sshd.accepted[0].recv(64) == b"SSH-2.0-client\r\n"
+    proc.stdin.close()
+    sshd.accepted[0].close()
+    sshd.accepted.clear()
+    assert proc.wait(timeout=10) == 0
+    daemon.check()
