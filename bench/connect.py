@@ -14,6 +14,7 @@ from bench.env import User, Workdir, log
 
 SETTLE = 0.5  # after a cancel: let the daemon's kick-triggered poll pass before timing
 CONFIRM_FRESH = 2.0  # daemon/manager.py: a banner check vouches for an endpoint this long
+SPARE_TTL = 10.0  # daemon/spares.py: a connect's spare connection is handed out this long
 
 
 class Ctx:
@@ -192,7 +193,9 @@ def warm(ctx: Ctx, reps: int) -> dict[str, list[float]]:
     second (that check still vouches for the endpoint, as in VS Code's bursts of connects);
     then, after CONFIRM_FRESH again, the relay (`--relay` config) lone and a second socat,
     order alternating. Then the route alone, without ssh: spawn -> first banner byte through
-    the traced relay shim (burst, and lone after the rounds) and through socat."""
+    the traced relay shim (burst, and lone after the rounds) and through socat. Last, pairs
+    of islurm and socat each more than SPARE_TTL after the previous islurm connect: a connect
+    with no spare connection from islurmd."""
     log(f"warm: {reps} rounds of islurm / socat / direct, islurm-burst, relay / socat")
     hosts = [("islurm", "slurm-cpu"), ("socat", "bench-socat"), ("direct", "bench-direct")]
     out: dict[str, list[float]] = {name: [] for name, _ in hosts}
@@ -213,7 +216,7 @@ def warm(ctx: Ctx, reps: int) -> dict[str, list[float]]:
         add(f"acquire-{kind}", (ev.get("ready", float("nan")) - ev.get("start", 0)) * 1000)
 
     def ssh(name: str, host: str) -> None:
-        if name in ("islurm", "islurm-burst", "relay"):
+        if name in ("islurm", "islurm-burst", "relay", "islurm-idle"):
             starts.append(("burst" if name.endswith("burst") else "lone", time.time()))
         add(name, ctx.ssh_ok(host) * 1000)
 
@@ -237,6 +240,15 @@ def warm(ctx: Ctx, reps: int) -> dict[str, list[float]]:
     for _ in range(max(5, reps * 2 // 5)):  # 8 of them: each waits out CONFIRM_FRESH
         lone()
         traced("lone")
+        last = time.monotonic()
+    # The first connect after a pause: more than SPARE_TTL after any islurm connect, so no
+    # spare connection is left (daemon/spares.py) and the shim connects and waits for the
+    # sshd's banner itself. Paired with a socat connect, order alternating.
+    pair = [("islurm-idle", "slurm-cpu"), ("socat-idle", "bench-socat")]
+    for i in range(max(6, reps // 2)):
+        time.sleep(max(0.0, last + SPARE_TTL + 0.5 - time.monotonic()))
+        for name, host in pair if i % 2 == 0 else pair[::-1]:
+            ssh(name, host)
         last = time.monotonic()
     # Slurm calls the daemon makes because of a warm connect: those within 0.6 s of its start
     # (the watcher polls at most every poll_busy = 0.5 s; an idle poll lands here 2% of the time)

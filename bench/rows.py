@@ -177,6 +177,12 @@ def _warm_rows(w: dict[str, list[float]]) -> list[Row]:
         ("islurm", "ssh slurm-cpu true (login node: fdpass, no relay)", "socat", "lone"),
         ("islurm-burst", "ssh slurm-cpu true in a burst (< 2 s after another)", "socat", "burst"),
         ("relay", "ssh slurm-cpu true, the shim as relay (--relay config)", "socat-2", "lone"),
+        (
+            "islurm-idle",
+            "ssh slurm-cpu true, first after 10 s without a connect (fdpass, no spare)",
+            "socat-idle",
+            "lone, no spare",
+        ),
     ):
         if not w.get(name):
             continue
