@@ -82,16 +82,37 @@ class LineReader:
     #: wake_on_signals()' read end, once the hook's signal handlers are installed
     signal_fd = -1
 
-    def __init__(self, proc: sshd.Sshd) -> None:
+    def __init__(self, proc: sshd.Sshd, watch_exit: bool = False) -> None:
         self.fd = proc.stderr_fd
         self.buf = b""
         self.eof = False
+        # sshd's children inherit its stderr: a connection it accepted (islurmd's spare, an
+        # open session) keeps the pipe open after sshd itself died. With `watch_exit` its
+        # exit ends the lines too (a pidfd is readable once the process has exited).
+        self.exit_fd = -1
+        if watch_exit:
+            try:  # noqa: SIM105 - contextlib costs the hook's start-up time
+                self.exit_fd = os.pidfd_open(proc.pid)
+            except (OSError, AttributeError):  # Linux < 5.3: seen at EOF, as before
+                pass
+
+    def close(self) -> None:
+        if self.exit_fd >= 0:
+            os.close(self.exit_fd)
+            self.exit_fd = -1
+
+    def _rest(self) -> Iterator[str]:
+        """The end: a last line without its newline, if any."""
+        if self.buf:
+            yield self.buf.decode("utf-8", "replace")
+            self.buf = b""
+        self.eof = True
 
     def lines(self, until: Callable[[], float]) -> Iterator[str]:
         """Lines until EOF (then `eof` is True) or the monotonic deadline `until()`, asked
         again before each wait: handling a line may bring the caller's next task forward."""
         self.eof = False
-        fds = [self.fd] if self.signal_fd < 0 else [self.fd, self.signal_fd]
+        fds = [fd for fd in (self.fd, self.signal_fd, self.exit_fd) if fd >= 0]
         while True:
             timeout = max(0.0, until() - time.monotonic())
             ready, _, _ = select.select(fds, [], [], timeout)
@@ -102,11 +123,14 @@ class LineReader:
                     continue
             if not ready:
                 return
+            if self.fd not in ready:
+                # Only the pidfd: sshd exited while its children hold the pipe. What it
+                # wrote is read: while the pipe has data, the branch below is taken first.
+                yield from self._rest()
+                return
             chunk = os.read(self.fd, 65536)
             if not chunk:
-                if self.buf:
-                    yield self.buf.decode("utf-8", "replace")
-                self.eof = True
+                yield from self._rest()
                 return
             self.buf += chunk
             *lines, self.buf = self.buf.split(b"\n")

@@ -166,7 +166,22 @@ def serve(
 ) -> None:
     """Log sshd's output until it exits; keep the session count; warn the job's terminals
     before its time limit."""
-    reader = LineReader(proc)
+    reader = LineReader(proc, watch_exit=True)
+    try:
+        _serve(reader, proc, job_id, profile, leads, end_time, sessions)
+    finally:
+        reader.close()
+
+
+def _serve(
+    reader: LineReader,
+    proc: sshd.Sshd,
+    job_id: str,
+    profile: str,
+    leads: list[float],
+    end_time: float | None,
+    sessions: SessionCount | None,
+) -> None:
     warnings = WalltimeWarnings(leads, end_time)
     recheck = time.time() + END_TIME_RECHECK
 

@@ -166,6 +166,10 @@ async def test_status_and_list(served: tuple[Daemon, str]) -> None:
         (b'{"jsonrpc":"2.0","id":7,"method":"session.acquire","params":{"profile":5}}', -32602),
         (b'{"jsonrpc":"2.0","id":7,"method":"session.acquire","params":{"prof":"cpu"}}', -32602),
         (b'{"jsonrpc":"2.0","id":7,"method":"session.acquire","params":["cpu","x"]}', -32602),
+        (b'{"jsonrpc":"2.0","id":7,"method":"session.acquire","params":{"profile":"cpu",'
+         b'"take_socket":"yes"}}', -32602),
+        (b'{"jsonrpc":"2.0","id":7,"method":"session.acquire","params":{"profile":"cpu",'
+         b'"fdpass":1}}', -32602),
         (b'{"jsonrpc":"2.0","id":7,"method":"session.cancel","params":{"target":""}}', -32602),
         (b'{"jsonrpc":"2.0","id":7,"method":"session.attach","params":["1;2","cpu"]}', -32602),
         (b'{"jsonrpc":"2.0","id":7,"method":"session.nope"}', -32601),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import pytest
 from islurm.config import records
 from islurm.sessionhooks import main as hook
 from islurm.sessionhooks import sessions
+from islurm.sessionhooks.joblog import LineReader, fixed
 
 GUARD = 10.0
 
@@ -74,3 +76,38 @@ def _wait(ok: Callable[[], bool], what: str) -> None:
     while not ok():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+class ExitingSshd:
+    """An sshd stand-in that writes a line and exits while someone else (its session's child,
+    islurmd's spare) still holds its stderr pipe open."""
+
+    def __init__(self) -> None:
+        self.stderr_fd, self.held = os.pipe()
+        self.proc = subprocess.Popen(
+            ["sh", "-c", "echo 'last words' >&2; exec sleep 0.3"], stderr=self.held
+        )
+        self.pid = self.proc.pid
+
+    def close(self) -> None:
+        self.proc.wait()
+        os.close(self.stderr_fd)
+        os.close(self.held)
+
+
+@pytest.mark.parametrize("watch_exit", [True, False])
+def test_sshds_exit_ends_its_lines_though_a_child_holds_the_pipe(watch_exit: bool) -> None:
+    sshd = ExitingSshd()
+    reader = LineReader(sshd, watch_exit=watch_exit)  # type: ignore[arg-type]
+    try:
+        t0 = time.monotonic()
+        got = list(reader.lines(fixed(t0 + 3.0)))
+        took = time.monotonic() - t0
+    finally:
+        reader.close()
+        sshd.close()
+    assert got == ["last words"]
+    if watch_exit:
+        assert reader.eof and took < 2.0  # at its exit, not at the deadline
+    else:
+        assert not reader.eof and took >= 2.9  # without the pidfd: only the deadline ends it
